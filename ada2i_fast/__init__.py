@@ -1,0 +1,18 @@
+"""ada2i_fast: Ada2I (multimodal emotion recognition in conversation) with fused kernels."""
+
+from .batch import Batch
+from .config import Ada2IConfig
+from .kernels import get_backend, set_backend, use_backend
+from .model import Ada2I, Ada2IOutput, Prediction
+
+__all__ = [
+    "Ada2I",
+    "Ada2IConfig",
+    "Ada2IOutput",
+    "Batch",
+    "Prediction",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""Adaptive Feature Weighting (SPEC §2): stacked tensor-ring interaction layers and the feature loss.
+
+Parameters of all modalities are stacked along a leading modality axis so one op call covers a
+whole layer; ``reference_checkpoint`` maps the public code's per-modality Linear layers onto them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .kernels import tensor_ring
+
+
+def _linear_init_(weight: Tensor, bias: Tensor) -> None:
+    """nn.Linear's default initialisation (uniform within 1/sqrt(fan_in)) for stacked Linear layers."""
+    bound = 1.0 / math.sqrt(weight.shape[-1])
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+        bias.uniform_(-bound, bound)
+
+
+class AFWLayer(nn.Module):
+    """One interaction layer for M modalities of hidden size H at tensor rank R."""
+
+    def __init__(self, n_modalities: int, hidden: int, rank: int, beta: float, reference: bool) -> None:
+        super().__init__()
+        m, h, r = n_modalities, hidden, rank
+        self.rank_weight = nn.Parameter(torch.empty(m, 4 * r, h))  # q1, k1, q2, k2
+        self.rank_bias = nn.Parameter(torch.empty(m, 4 * r))
+        self.att_weight = nn.Parameter(torch.empty(m, h, r * r))
+        self.att_bias = nn.Parameter(torch.empty(m, h))
+        self.map_weight = nn.Parameter(torch.empty(m, h, h))  # FC_m, the attention-mapping net
+        self.map_bias = nn.Parameter(torch.empty(m, h))
+        self.beta = beta
+        self.reference = reference
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for weight, bias in (
+            (self.rank_weight, self.rank_bias),
+            (self.att_weight, self.att_bias),
+            (self.map_weight, self.map_bias),
+        ):
+            _linear_init_(weight, bias)
+
+    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``h`` [M, B, T, H] -> (y [M, B, T, H] before dropout, this layer's feature loss)."""
+        y, a = tensor_ring(
+            h,
+            mask,
+            self.rank_weight,
+            self.rank_bias,
+            self.att_weight,
+            self.att_bias,
+            self.beta,
+            mean_over_padding=self.reference,
+        )
+        m, b, t, hidden = h.shape
+        mapped = torch.baddbmm(self.map_bias.unsqueeze(1), h.reshape(m, b * t, hidden), self.map_weight.transpose(1, 2))
+        target = y if self.reference else a
+        error = (mapped.reshape(h.shape) - target).abs()
+        if self.reference:
+            return y, error.mean(dim=(1, 2, 3)).sum()
+        per_modality = (error.sum(-1) * mask).sum(dim=(1, 2)) / (mask.sum() * hidden)
+        return y, per_modality.sum()
+
+
+class AFW(nn.Module):
+    """``mmt_nlayers`` AFW layers, each followed by dropout; returns the summed feature loss."""
+
+    def __init__(self, n_modalities: int, hidden: int, rank: int, beta: float, n_layers: int, drop_rate: float, reference: bool) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(AFWLayer(n_modalities, hidden, rank, beta, reference) for _ in range(n_layers))
+        self.dropout = nn.Dropout(drop_rate)
+
+    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        feature_loss = h.new_zeros(())
+        for layer in self.layers:
+            y, loss = layer(h, mask)
+            h = self.dropout(y)
+            feature_loss = feature_loss + loss
+        return h, feature_loss

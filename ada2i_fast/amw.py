@@ -1,0 +1,25 @@
+"""Adaptive Modality Weighting head (SPEC §2, §5): cosine-normalised fusion, or the plain concat head."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .config import Ada2IConfig
+from .kernels import amw_head
+
+
+class ClassifierHead(nn.Module):
+    """One Linear(M*H -> C) whose column blocks are the per-modality class vectors."""
+
+    def __init__(self, config: Ada2IConfig) -> None:
+        super().__init__()
+        self.fc_out = nn.Linear(config.n_modalities * config.hidden, config.num_classes)
+        self.scale = config.amw_scale
+        if not config.mmcosine:
+            self.normalisation = "none"
+        else:
+            self.normalisation = "class" if config.compat == "method" else "feature"
+
+    def forward(self, z: Tensor, labels: Tensor | None = None):
+        """``z`` [M, N, H] -> (fused logits [N, C], unimodal logits [M, N, C], scores [M] or None)."""
+        return amw_head(z, self.fc_out.weight, self.fc_out.bias, labels, self.scale, self.normalisation)

@@ -1,0 +1,35 @@
+"""Refined disparity ratio, modulation coefficients and gradient modulation (SPEC §3), on device."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .kernels import modulate_gradients
+
+
+def disparity_ratios(scores: Tensor) -> Tensor:
+    """rho_m = s_m / min_k s_k: the weakest modality gets exactly 1."""
+    return scores / scores.min()
+
+
+def modulation_coefficients(ratios: Tensor, alpha: float) -> Tensor:
+    """k_m = 1 - tanh(alpha * rho_m) where rho_m > 1, else 1 (discontinuous at 1 on purpose)."""
+    return torch.where(ratios > 1, 1 - torch.tanh(alpha * ratios), torch.ones_like(ratios))
+
+
+def apply_modulation(
+    encoder_parameters: list[list[torch.nn.Parameter]],
+    coefficients: Tensor,
+    *,
+    noise: bool,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Scale modality m's encoder gradients by k_m (and add std-matched noise), in place, without syncs."""
+    grads, modality = [], []
+    for m, params in enumerate(encoder_parameters):
+        for p in params:
+            if p.grad is not None:
+                grads.append(p.grad)
+                modality.append(m)
+    modulate_gradients(grads, modality, coefficients, noise, generator)

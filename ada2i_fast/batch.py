@@ -1,0 +1,106 @@
+"""A padded batch of dialogues, validated once on the CPU so the model's step path never syncs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Batch:
+    """B dialogues padded to T utterances. Build it with :meth:`Batch.build`.
+
+    ``features[m]`` is [B, T, d_m]; ``lengths`` [B] (always on the CPU); ``labels`` [B, T] with
+    padded positions ignored; ``mask`` [B, T] marks real utterances; ``flat_index`` [N] indexes
+    real utterances of the flattened [B*T] grid, dialogue after dialogue (N = sum of lengths).
+    ``label_range`` is (min, max) of the real labels, read on the CPU at build time.
+    """
+
+    features: dict[str, Tensor]
+    lengths: Tensor
+    mask: Tensor
+    flat_index: Tensor
+    labels: Tensor | None = None
+    label_range: tuple[int, int] | None = None
+
+    @classmethod
+    def build(cls, features: dict[str, Tensor], lengths, labels: Tensor | None = None) -> "Batch":
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device="cpu")
+        if lengths.ndim != 1:
+            raise ValueError(f"lengths must be 1-D [B], got shape {tuple(lengths.shape)}")
+        if lengths.numel() == 0:
+            raise ValueError("empty batch: no dialogues")
+        if not features:
+            raise ValueError("features must hold at least one modality")
+        empty = (lengths < 1).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"empty dialogue at batch position(s) {empty}: every dialogue needs >= 1 utterance")
+        b = lengths.numel()
+        t = None
+        for name, x in features.items():
+            if x.ndim != 3 or x.shape[0] != b:
+                raise ValueError(f"features[{name!r}] must be [B={b}, T, d], got shape {tuple(x.shape)}")
+            if t is None:
+                t = x.shape[1]
+            elif x.shape[1] != t:
+                raise ValueError(f"features[{name!r}] has T={x.shape[1]}, other modalities have T={t}")
+        longest = int(lengths.max())
+        if longest > t:
+            raise ValueError(f"a dialogue has {longest} utterances but features are padded to T={t}")
+        mask = torch.arange(t) < lengths.unsqueeze(1)
+        flat_index = mask.flatten().nonzero().flatten()
+        label_range = None
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if labels.shape != (b, t):
+                raise ValueError(f"labels must be [B={b}, T={t}], got shape {tuple(labels.shape)}")
+            labels = labels.long()
+            real = labels.cpu()[mask]
+            label_range = (int(real.min()), int(real.max()))
+        device = next(iter(features.values())).device
+        return cls(features, lengths, mask.to(device), flat_index.to(device), labels, label_range)
+
+    @property
+    def batch_size(self) -> int:
+        return self.lengths.numel()
+
+    @property
+    def max_len(self) -> int:
+        return self.mask.shape[1]
+
+    @property
+    def num_utterances(self) -> int:
+        return self.flat_index.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.mask.device
+
+    def flat_labels(self) -> Tensor:
+        """Labels of the real utterances, [N], in the order of ``flat_index``."""
+        if self.labels is None:
+            raise ValueError("this batch has no labels")
+        return self.labels.reshape(-1).index_select(0, self.flat_index)
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        move = lambda x: None if x is None else x.to(device, non_blocking=non_blocking)  # noqa: E731
+        return dataclasses.replace(
+            self,
+            features={m: move(x) for m, x in self.features.items()},
+            mask=move(self.mask),
+            flat_index=move(self.flat_index),
+            labels=move(self.labels),
+        )
+
+    def pin_memory(self) -> "Batch":
+        pin = lambda x: None if x is None else x.pin_memory()  # noqa: E731
+        return dataclasses.replace(
+            self,
+            features={m: pin(x) for m, x in self.features.items()},
+            mask=pin(self.mask),
+            flat_index=pin(self.flat_index),
+            labels=pin(self.labels),
+        )

@@ -1,0 +1,129 @@
+"""Ada2I: encoders -> AFW -> flatten -> AMW head, with its losses, predictions and disparity ratios."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .afw import AFW
+from .amw import ClassifierHead
+from .balance import disparity_ratios, modulation_coefficients
+from .batch import Batch
+from .config import Ada2IConfig
+from .encoders import build_encoder, encode_all
+
+
+@dataclass
+class Ada2IOutput:
+    """What one forward pass gives. N counts real utterances, dialogue after dialogue.
+
+    ``ratios`` and ``coefficients`` (SPEC §3) are present when the batch has labels.
+    """
+
+    log_probs: Tensor  # [N, C] fused
+    unimodal_logits: Tensor  # [M, N, C] un-normalised z_m W_m^T + b/M
+    feature_loss: Tensor  # scalar, summed over AFW layers and modalities
+    labels: Tensor | None = None  # [N]
+    scores: Tensor | None = None  # [M]
+    ratios: Tensor | None = None  # [M]
+    coefficients: Tensor | None = None  # [M]
+
+
+@dataclass
+class Prediction:
+    labels: Tensor  # [N]
+    probabilities: Tensor  # [N, C]
+    lengths: Tensor  # [B]; split the N rows per dialogue with torch.split(x, lengths.tolist())
+
+
+class Ada2I(nn.Module):
+    """The Ada2I model of SPEC §2. ``forward`` takes a :class:`~ada2i_fast.batch.Batch`."""
+
+    def __init__(self, config: Ada2IConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.encoders = nn.ModuleDict({m: build_encoder(config.input_dims[m], config) for m in config.modalities})
+        self.afw = AFW(
+            config.n_modalities,
+            config.hidden,
+            config.rank,
+            config.beta,
+            config.mmt_nlayers,
+            config.drop_rate,
+            reference=config.compat == "reference",
+        )
+        self.head = ClassifierHead(config)
+
+    def encoder_parameters(self) -> list[list[nn.Parameter]]:
+        """Encoder parameters grouped by modality, in modality order (what gradient modulation touches)."""
+        return [list(encoder.parameters()) for encoder in self.encoders.values()]
+
+    def check_batch(self, batch: Batch) -> None:
+        """Raise ``ValueError`` naming the modality or field when ``batch`` does not fit this model."""
+        for m in self.config.modalities:
+            if m not in batch.features:
+                raise ValueError(f"batch lacks modality {m!r}; the model uses {self.config.modalities!r}")
+            found = batch.features[m].shape[-1]
+            expected = self.config.input_dims[m]
+            if found != expected:
+                raise ValueError(f"modality {m!r}: expected feature dim {expected}, found {found}")
+        if batch.label_range is not None:
+            low, high = batch.label_range
+            if low < 0 or high >= self.config.num_classes:
+                raise ValueError(
+                    f"labels out of range: expected 0..{self.config.num_classes - 1}, found {low}..{high}"
+                )
+
+    def forward(self, batch: Batch) -> Ada2IOutput:
+        self.check_batch(batch)
+        h = encode_all(self.encoders, batch.features, batch.mask, batch.lengths)
+        h, feature_loss = self.afw(h, batch.mask)
+        m, b, t, hidden = h.shape
+        z = h.reshape(m, b * t, hidden).index_select(1, batch.flat_index)
+        labels = batch.flat_labels() if batch.labels is not None else None
+        fused, unimodal, scores = self.head(z, labels)
+        output = Ada2IOutput(F.log_softmax(fused, dim=-1), unimodal, feature_loss, labels)
+        if scores is not None:
+            output.scores = scores
+            output.ratios = disparity_ratios(scores)
+            output.coefficients = modulation_coefficients(output.ratios, self.config.alpha)
+        return output
+
+    def loss_terms(self, output: Ada2IOutput) -> dict[str, Tensor]:
+        """``classification`` (L_cls), ``feature`` (L_feature) and ``modal`` (weighted L_modal_aux)."""
+        if output.labels is None:
+            raise ValueError("the loss needs a batch with labels")
+        terms = {
+            "classification": F.nll_loss(output.log_probs, output.labels),
+            "feature": output.feature_loss,
+        }
+        if self.config.lambda_modal:
+            per_modality = [F.cross_entropy(logits, output.labels) for logits in output.unimodal_logits]
+            terms["modal"] = self.config.lambda_modal * torch.stack(per_modality).sum()
+        return terms
+
+    def loss(self, output: Ada2IOutput) -> Tensor:
+        """L = L_cls + L_feature (+ lambda_modal * L_modal_aux)."""
+        return torch.stack(list(self.loss_terms(output).values())).sum()
+
+    @torch.inference_mode()
+    def predict(self, batch: Batch) -> Prediction:
+        """Labels and class probabilities of every real utterance, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            probabilities = self(batch).log_probs.exp()
+        finally:
+            self.train(was_training)
+        return Prediction(probabilities.argmax(-1), probabilities, batch.lengths)
+
+    @classmethod
+    def from_reference_checkpoint(cls, path, **overrides) -> "Ada2I":
+        """Load a checkpoint written by the authors' training script; see ``reference_checkpoint``."""
+        from .reference_checkpoint import load_reference_checkpoint
+
+        return load_reference_checkpoint(cls, path, **overrides)

@@ -1,0 +1,40 @@
+"""Torch twin of the AMW head and the disparity scores (SPEC §2, §3, §5).
+
+    z        [M, N, H]   flattened utterance features per modality
+    weight   [C, M*H]    the classifier, column block m belongs to modality m
+    bias     [C]
+    labels   [N] or None
+Returns ``(fused_logits [N, C], unimodal_logits [M, N, C], scores [M] or None)``.
+
+``normalisation``: ``"class"`` normalises each class vector of W_m (the method), ``"feature"`` each
+feature row of W_m across classes (the public code), ``"none"`` is the plain concat head.
+Unimodal logits are always the un-normalised ``z_m W_m^T + b/M``; the score s_m sums their
+softmax at the gold label over the batch and carries no gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+NORMALISATIONS = ("class", "feature", "none")
+
+
+def amw_head_torch(z: Tensor, weight: Tensor, bias: Tensor, labels: Tensor | None, scale: float, normalisation: str):
+    n_mod, _, hidden = z.shape
+    w_blocks = weight.reshape(weight.shape[0], n_mod, hidden).transpose(0, 1)  # [M, C, H]
+    shared_bias = bias / n_mod
+    unimodal = torch.einsum("mnh,mch->mnc", z, w_blocks) + shared_bias
+    if normalisation == "none":
+        fused = unimodal.sum(0)
+    else:
+        z_unit = F.normalize(z, dim=-1)
+        w_unit = F.normalize(w_blocks, dim=2 if normalisation == "class" else 1)
+        fused = scale * torch.einsum("mnh,mch->nc", z_unit, w_unit) + bias
+    scores = None
+    if labels is not None:
+        with torch.no_grad():
+            gold = unimodal.detach().softmax(-1).gather(2, labels.expand(n_mod, -1).unsqueeze(-1))
+            scores = gold.squeeze(-1).sum(1)
+    return fused, unimodal, scores

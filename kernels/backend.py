@@ -1,0 +1,68 @@
+"""Which implementation of the fused ops runs: Triton, factored torch, or the literal oracle.
+
+``auto`` (the default) picks Triton for CUDA tensors and the factored torch path otherwise.
+Forcing ``triton`` on CPU tensors only works under ``TRITON_INTERPRET=1`` (set before triton
+is imported); that is how the kernels are tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from typing import Iterator
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch", "literal")
+
+_state = {"backend": "auto"}
+
+
+def set_backend(name: str) -> None:
+    """Force one implementation for every fused op: ``"auto" | "triton" | "torch" | "literal"``."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    _state["backend"] = name
+
+
+def get_backend() -> str:
+    return _state["backend"]
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Context manager form of :func:`set_backend`; restores the previous choice on exit."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """True when triton imports and can launch kernels; warns once and returns False otherwise."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as error:  # a broken install raises more than ImportError
+        warnings.warn(
+            f"triton is unavailable ({type(error).__name__}: {error}); "
+            "ada2i_fast falls back to its torch implementations",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def resolve(device: torch.device) -> str:
+    """The concrete implementation (``triton``, ``torch`` or ``literal``) for tensors on ``device``."""
+    backend = get_backend()
+    if backend == "auto":
+        backend = "triton" if device.type == "cuda" else "torch"
+    if backend == "triton" and not triton_available():
+        return "torch"
+    return backend

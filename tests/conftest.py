@@ -1,0 +1,59 @@
+import os
+
+# The Triton interpreter must be chosen before triton is first imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from ada2i_fast import Ada2IConfig, Batch
+
+HOST_SYNC_METHODS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy", "nonzero"}
+
+
+class HostSyncError(RuntimeError):
+    pass
+
+
+class RaiseOnHostSync(TorchFunctionMode):
+    """Raises on every tensor method that would make the host wait for the device."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in HOST_SYNC_METHODS:
+            raise HostSyncError(f"host sync: Tensor.{name}")
+        if name == "__getitem__" and any(isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in args[1:]):
+            raise HostSyncError("host sync: boolean-mask indexing")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def no_host_sync():
+    return RaiseOnHostSync
+
+
+def tiny_config(**overrides) -> Ada2IConfig:
+    """A small model with the structure of the meld preset, fast enough for unit tests."""
+    values = dict(
+        input_dims={"a": 12, "t": 20, "v": 10},
+        num_classes=5,
+        hidden=16,
+        rank=3,
+        ffn_dim=24,
+        beta=0.55,
+        alpha=0.42,
+    )
+    values.update(overrides)
+    return Ada2IConfig(**values)
+
+
+def random_batch(config: Ada2IConfig, lengths, *, seed: int = 0, max_len: int | None = None) -> Batch:
+    generator = torch.Generator().manual_seed(seed)
+    t = max_len or max(lengths)
+    features = {m: torch.randn(len(lengths), t, config.input_dims[m], generator=generator) for m in config.modalities}
+    mask = torch.arange(t) < torch.tensor(lengths).unsqueeze(1)
+    for x in features.values():
+        x[~mask] = 0
+    labels = torch.randint(0, config.num_classes, (len(lengths), t), generator=generator)
+    return Batch.build(features, lengths, labels)

@@ -1,0 +1,88 @@
+"""The AFW layer gives the same values and gradients on the factored path as on the literal oracle."""
+
+import pytest
+import torch
+
+from ada2i_fast.afw import AFWLayer
+from ada2i_fast.kernels import tensor_ring, use_backend
+
+
+def _layer_inputs(n_mod, lengths, hidden, rank, dtype, reference, seed=0):
+    torch.manual_seed(seed)
+    layer = AFWLayer(n_mod, hidden, rank, beta=0.3, reference=reference).to(dtype)
+    t = max(lengths)
+    h = torch.randn(n_mod, len(lengths), t, hidden, dtype=dtype, requires_grad=True)
+    mask = torch.arange(t) < torch.tensor(lengths).unsqueeze(1)
+    return layer, h, mask
+
+
+def _values_and_grads(layer, h, mask, backend):
+    layer.zero_grad()
+    h.grad = None
+    with use_backend(backend):
+        y, feature_loss = layer(h, mask)
+    # A fixed random projection of every output so each gradient path is exercised.
+    probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    ((y * probe * mask[..., None]).sum() + feature_loss).backward()
+    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    grads["h"] = h.grad.clone()
+    return y.detach()[:, mask], feature_loss.detach(), grads
+
+
+@pytest.mark.parametrize(
+    "n_mod, lengths, hidden, rank, reference",
+    [
+        (3, [9, 4, 1], 300, 11, False),
+        (3, [9, 4, 1], 300, 11, True),
+        (2, [6, 6], 200, 6, False),
+        (1, [5, 2], 200, 6, False),
+        (3, [1], 200, 6, False),
+        (2, [7, 3], 64, 11, True),
+    ],
+)
+def test_factored_matches_literal_float32(n_mod, lengths, hidden, rank, reference):
+    layer, h, mask = _layer_inputs(n_mod, lengths, hidden, rank, torch.float32, reference)
+    y_lit, loss_lit, grads_lit = _values_and_grads(layer, h, mask, "literal")
+    y_fac, loss_fac, grads_fac = _values_and_grads(layer, h, mask, "torch")
+    torch.testing.assert_close(y_fac, y_lit, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss_fac, loss_lit, rtol=1e-5, atol=1e-6)
+    for name in grads_lit:
+        torch.testing.assert_close(grads_fac[name], grads_lit[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("n_mod, reference", [(1, False), (2, True), (3, False)])
+def test_gradcheck_float64(n_mod, reference):
+    torch.manual_seed(0)
+    b, t, hidden, rank = 2, 3, 4, 2
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    inputs = (
+        torch.randn(n_mod, b, t, hidden, dtype=torch.float64, requires_grad=True),
+        torch.randn(n_mod, 4 * rank, hidden, dtype=torch.float64, requires_grad=True),
+        torch.randn(n_mod, 4 * rank, dtype=torch.float64, requires_grad=True),
+        torch.randn(n_mod, hidden, rank * rank, dtype=torch.float64, requires_grad=True),
+        torch.randn(n_mod, hidden, dtype=torch.float64, requires_grad=True),
+    )
+    for backend in ("torch", "literal"):
+
+        def op(h, rw, rb, aw, ab):
+            with use_backend(backend):
+                return tensor_ring(h, mask, rw, rb, aw, ab, 0.7, mean_over_padding=reference)
+
+        assert torch.autograd.gradcheck(op, inputs)
+    with use_backend("literal"):
+        expected = tensor_ring(*inputs[:1], mask, *inputs[1:], 0.7, mean_over_padding=reference)
+    with use_backend("torch"):
+        found = tensor_ring(*inputs[:1], mask, *inputs[1:], 0.7, mean_over_padding=reference)
+    for e, f in zip(expected, found):
+        torch.testing.assert_close(f, e, rtol=1e-10, atol=1e-12)
+
+
+def test_padding_is_ignored_by_the_masked_mean_only():
+    layer, h, mask = _layer_inputs(3, [4, 2], 16, 3, torch.float64, reference=False)
+    garbage = h.detach().clone()
+    garbage[:, ~mask] = 1e3
+    for reference, should_match in ((False, True), (True, False)):
+        layer.reference = reference
+        y_clean, _ = layer(h.detach(), mask)
+        y_garbage, _ = layer(garbage, mask)
+        assert torch.allclose(y_clean[:, mask], y_garbage[:, mask]) == should_match

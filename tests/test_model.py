@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from ada2i_fast import Ada2I, Ada2IConfig, Batch
+from conftest import random_batch, tiny_config
+
+
+def _count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    "dataset, total, encoders, afw, head",
+    [
+        ("iemocap", 35_670_850, 34_824_580, 840_864, 5_406),
+        ("meld", 18_564_043, 18_245_292, 314_544, 4_207),
+    ],
+)
+def test_parameter_counts_equal_the_public_model(dataset, total, encoders, afw, head):
+    model = Ada2I(Ada2IConfig.preset(dataset))
+    assert (_count(model), _count(model.encoders), _count(model.afw), _count(model.head)) == (
+        total,
+        encoders,
+        afw,
+        head,
+    )
+
+
+def _dialogue(batch: Batch, index: int) -> Batch:
+    n = int(batch.lengths[index])
+    features = {m: x[index : index + 1, :n] for m, x in batch.features.items()}
+    return Batch.build(features, [n], batch.labels[index : index + 1, :n])
+
+
+def _alone_and_together(config):
+    torch.manual_seed(0)
+    model = Ada2I(config).eval()
+    batch = random_batch(config, [3, 9, 6])
+    with torch.no_grad():
+        return model(_dialogue(batch, 0)).log_probs, model(batch).log_probs[:3]
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "lstm"])
+def test_outputs_do_not_depend_on_batch_mates_in_method_mode(encoder):
+    alone, together = _alone_and_together(tiny_config(encoder=encoder))
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_mode_reproduces_the_public_codes_dependence_on_batch_mates():
+    # Padding reaches the encoders' self-attention and the AFW mean (SPEC §5).
+    alone, together = _alone_and_together(tiny_config(compat="reference"))
+    assert (together - alone).abs().max() > 1e-2
+
+
+def test_forward_output_shapes_and_loss():
+    torch.manual_seed(0)
+    config = tiny_config(lambda_modal=0.5)
+    model = Ada2I(config)
+    batch = random_batch(config, [4, 1, 2])
+    out = model(batch)
+    assert out.log_probs.shape == (7, 5) and out.unimodal_logits.shape == (3, 7, 5)
+    assert torch.allclose(out.log_probs.exp().sum(-1), torch.ones(7))
+    assert out.ratios.min() == 1.0 and out.coefficients.shape == (3,)
+    terms = model.loss_terms(out)
+    assert set(terms) == {"classification", "feature", "modal"}
+    assert torch.allclose(model.loss(out), sum(terms.values()))
+    assert torch.equal(out.labels, torch.cat([batch.labels[0, :4], batch.labels[1, :1], batch.labels[2, :2]]))
+
+
+def test_concat_head_when_mmcosine_is_off():
+    torch.manual_seed(0)
+    config = tiny_config(mmcosine=False)
+    model = Ada2I(config)
+    out = model(random_batch(config, [3, 2]))
+    # The concat head's logits are exactly the sum of the unimodal ones.
+    assert torch.allclose(out.log_probs, torch.log_softmax(out.unimodal_logits.sum(0), -1), atol=1e-6)
+
+
+def test_predict_restores_mode_and_gives_probabilities():
+    config = tiny_config(modalities="tv")
+    model = Ada2I(config).train()
+    prediction = model.predict(random_batch(config, [2, 5]))
+    assert model.training
+    assert prediction.labels.shape == (7,) and prediction.probabilities.shape == (7, 5)
+    assert torch.equal(prediction.labels, prediction.probabilities.argmax(-1))
+
+
+def test_bad_inputs_name_the_problem():
+    config = tiny_config()
+    model = Ada2I(config)
+    good = random_batch(config, [2, 3])
+    wrong_dim = dict(good.features, a=torch.zeros(2, 3, 7))
+    with pytest.raises(ValueError, match="modality 'a': expected feature dim 12, found 7"):
+        model(Batch.build(wrong_dim, [2, 3], good.labels))
+    with pytest.raises(ValueError, match="lacks modality 'v'"):
+        model(Batch.build({m: good.features[m] for m in "at"}, [2, 3], good.labels))
+    with pytest.raises(ValueError, match=r"labels out of range: expected 0..4, found 0..9"):
+        model(Batch.build(good.features, [2, 3], torch.full((2, 3), 9).index_fill_(1, torch.tensor([0]), 0)))
+    with pytest.raises(ValueError, match="empty batch"):
+        Batch.build({m: x[:0] for m, x in good.features.items()}, [])
+    with pytest.raises(ValueError, match="empty dialogue at batch position"):
+        Batch.build(good.features, [2, 0])
+    with pytest.raises(ValueError, match="padded to T=3"):
+        Batch.build(good.features, [2, 4])
