@@ -14,6 +14,7 @@ import re
 import torch
 from torch import Tensor
 
+from .checkpoint import read_checkpoint
 from .config import DATASETS, Ada2IConfig
 
 _RANK_PARTS = ("trans_q1", "trans_k1", "trans_q2", "trans_k2")  # our stacking order (q1, k1, q2, k2)
@@ -28,13 +29,7 @@ _ARG_ALIASES = {
 
 def read_reference_file(path) -> tuple[argparse.Namespace, dict[str, Tensor]]:
     """The (args, state_dict) of an authors' checkpoint, via torch's weights-only unpickler."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:
-        raise ValueError(f"{path}: not a loadable reference checkpoint (refused or corrupt): {error}") from error
+    payload = read_checkpoint(path)
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise ValueError(f"{path}: expected a dict with 'args' and 'state_dict'")
     args = payload.get("args")

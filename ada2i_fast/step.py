@@ -22,16 +22,18 @@ def train_step(
     *,
     modulate: bool,
     generator: torch.Generator | None = None,
+    precision: str = "fp32",
 ) -> dict[str, torch.Tensor]:
     """forward -> loss -> backward -> clip -> (modulation) -> optimizer step.
 
-    Returns detached device tensors (loss terms, ratios, coefficients) for logging; reading them
+    ``precision="bf16"`` runs the forward pass under bfloat16 autocast. Returns detached device tensors (loss terms, ratios, coefficients) for logging; reading them
     is the caller's choice, so nothing here waits for the device.
     """
     config = model.config
     optimizer.zero_grad(set_to_none=True)
-    output = model(batch)
-    terms = model.loss_terms(output)
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        output = model(batch)
+        terms = model.loss_terms(output)
     loss = torch.stack(list(terms.values())).sum()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)

@@ -1,0 +1,59 @@
+"""This package's checkpoints: written atomically, read back with torch's weights-only unpickler."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .atomic import atomic_open
+from .config import Ada2IConfig
+from .model import Ada2I
+
+FORMAT = "ada2i_fast/1"
+
+
+def save_checkpoint(path, model: Ada2I, **metadata) -> None:
+    """Write ``model`` (config + weights + JSON-like ``metadata``) to ``path`` via a temp file and rename."""
+    payload = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": metadata,
+    }
+    with atomic_open(path) as handle:
+        torch.save(payload, handle)
+
+
+def read_checkpoint(path) -> dict:
+    """The raw payload of a checkpoint file (ours or the authors'), refusing anything but tensors,
+    plain containers and ``argparse.Namespace``; nothing in the file runs."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    except Exception as error:
+        raise ValueError(f"{path}: not a loadable checkpoint (refused or corrupt): {error}") from error
+
+
+def is_own_checkpoint(payload) -> bool:
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def load_checkpoint(path) -> tuple[Ada2I, dict]:
+    """``(model, metadata)`` from a file written by :func:`save_checkpoint`."""
+    payload = read_checkpoint(path)
+    if not is_own_checkpoint(payload):
+        raise ValueError(f"{path}: not an ada2i_fast checkpoint (expected format {FORMAT!r})")
+    model = Ada2I(Ada2IConfig.from_dict(payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model, payload["metadata"]
+
+
+def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
+    """Ours, or one written by the authors' training script (then ``metadata`` is empty)."""
+    payload = read_checkpoint(path)
+    if is_own_checkpoint(payload):
+        return load_checkpoint(path)
+    return Ada2I.from_reference_checkpoint(path, **reference_overrides), {}

@@ -1,0 +1,53 @@
+"""Test report for a saved model, ours or the authors': ``python -m ada2i_fast.evaluate --checkpoint PATH``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from .checkpoint import load_any_checkpoint
+from .config import DATASETS
+from .data import load_corpus
+from .metrics import evaluate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ada2i_fast.evaluate", description=__doc__)
+    parser.add_argument("--checkpoint", required=True, help="best.pt of a training run, or an authors' checkpoint")
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("ADA2I_DATA"),
+        help="legacy pickle or cache; default: the data recorded in the checkpoint",
+    )
+    parser.add_argument("--dataset", choices=DATASETS, default=None, help="needed for authors' checkpoints")
+    parser.add_argument("--split", choices=("train", "dev", "test"), default="test")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    model, metadata = load_any_checkpoint(args.checkpoint)
+    dataset = args.dataset or metadata.get("dataset")
+    if dataset is None:
+        raise SystemExit("error: this checkpoint does not record its dataset; pass --dataset")
+    recorded = metadata.get("data")
+    path = args.data or (None if recorded is None or recorded.startswith("synthetic") else recorded)
+    corpus = load_corpus(
+        dataset,
+        path,
+        seed=model.config.seed,
+        synthetic_size=metadata.get("size", 1.0),
+        task=metadata.get("task", "7class"),
+    ).validate(num_classes=model.config.num_classes)
+    device = torch.device(args.device)
+    result = evaluate(model.to(device), corpus.splits[args.split], batch_size=model.config.batch_size, device=device)
+    print(f"{args.split} on {corpus.source}: accuracy {result.accuracy:.4f} | weighted F1 {result.weighted_f1:.4f}")
+    print(result.report(corpus.classes))
+    return result.summary(corpus.classes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""End-to-end runs of the training and evaluation CLIs on tiny synthetic corpora."""
+
+import json
+
+import pytest
+
+from ada2i_fast import evaluate, train
+
+TINY = ["--hidden", "32", "--rank", "3", "--ffn-dim", "64", "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]
+
+
+def _run(tmp_path, name, *extra):
+    out = tmp_path / name
+    summary = train.train(["--dataset", "meld", "--out", str(out), *TINY, *extra])
+    return out, summary
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    out_a, a = _run(tmp_path, "a", "--size", "0.05", "--epochs", "2")
+    out_b, b = _run(tmp_path, "b", "--size", "0.05", "--epochs", "2")
+    a.pop("timing"), b.pop("timing")
+    assert a == b
+    strip = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("seconds", "utterances_per_second")}
+    assert [strip(l) for l in (out_a / "metrics.jsonl").read_text().splitlines()] == [
+        strip(l) for l in (out_b / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def test_a_tiny_run_learns_and_writes_every_output(tmp_path, capsys):
+    out, summary = _run(tmp_path, "run", "--size", "0.15", "--epochs", "5")
+    assert "synthetic" in summary["data"]
+    assert "no data file given" in capsys.readouterr().err
+    for name in ("best.pt", "metrics.jsonl", "summary.json", "training.png"):
+        assert (out / name).stat().st_size > 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 5 and set(records[0]["ratio"]) == {"a", "t", "v"}
+    assert records[-1]["train"]["loss"] < 0.6 * records[0]["train"]["loss"]
+    # Always predicting the majority class scores p * 2p / (1 + p) in weighted F1 (p: its share of the test set).
+    support = [c["support"] for c in summary["test"]["per_class"].values()]
+    p = max(support) / sum(support)
+    assert summary["test"]["weighted_f1"] > p * 2 * p / (1 + p) + 0.08
+
+    report = evaluate.main(["--checkpoint", str(out / "best.pt")])
+    assert report["weighted_f1"] == pytest.approx(summary["test"]["weighted_f1"])
+
+
+def test_missing_data_file_falls_back_in_one_line(tmp_path, capsys):
+    _, summary = _run(tmp_path, "fallback", "--size", "0.03", "--epochs", "1", "--data", str(tmp_path / "nope.pkl"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(line.startswith(f"no data file at {tmp_path / 'nope.pkl'}") for line in err)
+    assert summary["data"].startswith("synthetic")
+
+
+def test_unknown_dataset_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        train.train(["--dataset", "cmu"])
+    assert "invalid choice: 'cmu'" in capsys.readouterr().err
