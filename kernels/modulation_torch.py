@@ -2,6 +2,10 @@
 
 Every encoder gradient of modality m is scaled by k_m; with ``noise`` it then gets
 N(0, (std(g) + 1e-8)^2) added, std taken of the scaled gradient (unbiased, as ``Tensor.std``).
+
+The stds come from one sum-of-squares pass (``_foreach_norm``) and one mean per tensor,
+``var = (Σg² − n·mean²) / (n − 1)``; the noise of every tensor is drawn into one workspace of the
+largest gradient's size and added with ``addcmul_``, so no gradient-sized temporary is allocated.
 """
 
 from __future__ import annotations
@@ -10,6 +14,15 @@ import torch
 from torch import Tensor
 
 NOISE_EPS = 1e-8
+
+
+def unbiased_stds(grads: list[Tensor]) -> list[Tensor]:
+    """``[g.std() for g in grads]`` (unbiased) from sums and sums of squares, as device scalars."""
+    numel = [g.numel() for g in grads]
+    mean = [g.mean() for g in grads]
+    sum_sq = torch._foreach_pow(torch._foreach_norm(grads), 2)
+    centred = torch._foreach_sub(sum_sq, torch._foreach_mul(torch._foreach_mul(mean, mean), numel))
+    return torch._foreach_sqrt(torch._foreach_div(centred, [n - 1 for n in numel]))
 
 
 def modulate_gradients_torch(
@@ -22,6 +35,8 @@ def modulate_gradients_torch(
     torch._foreach_mul_(grads, [scales[m] for m in modality])
     if not noise:
         return
-    for g in grads:
-        std = g.std() + NOISE_EPS
-        g.add_(torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device) * std)
+    noise_std = torch._foreach_add(unbiased_stds(grads), NOISE_EPS)
+    workspace = torch.empty(max(g.numel() for g in grads), dtype=grads[0].dtype, device=grads[0].device)
+    for g, std in zip(grads, noise_std):
+        unit_noise = workspace[: g.numel()].view(g.shape).normal_(generator=generator)
+        g.addcmul_(unit_noise, std)

@@ -1,0 +1,139 @@
+"""Gradient modulation: exact scaling, the noise's distribution and reproducibility, no host sync;
+torch path and Triton path (under TRITON_INTERPRET=1 on CPU)."""
+
+import math
+
+import pytest
+import torch
+
+from ada2i_fast.kernels import modulate_gradients, use_backend
+from ada2i_fast.kernels.modulation import _multi_tensor, _scaled_stds
+from ada2i_fast.kernels.modulation_torch import NOISE_EPS, unbiased_stds
+
+BACKENDS = ["torch", "triton"]
+# odd sizes within one chunk and spanning several (chunks are 2048 elements), a 3-d tensor
+SHAPES = [(33, 7), (9001,), (3, 4, 5), (2, 4096), (17,)]
+MODALITY = [0, 1, 2, 1, 0]
+
+
+def _grads(shapes=SHAPES, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(s, generator=gen) * (i + 1) + 0.5 * i).to(dtype) for i, s in enumerate(shapes)]
+
+
+def _modulated(backend, grads, modality, coefficients, noise, seed=None):
+    grads = [g.clone() for g in grads]
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    with use_backend(backend):
+        modulate_gradients(grads, modality, coefficients, noise, generator)
+    return grads
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_scaling_without_noise_is_exact(backend, dtype):
+    grads = _grads(dtype=dtype)
+    coefficients = torch.tensor([0.25, 1.0, 0.6])
+    out = _modulated(backend, grads, MODALITY, coefficients, noise=False)
+    for g, o, m in zip(grads, out, MODALITY):
+        # the twin multiplies in the gradient's dtype, the kernel in fp32 and rounds once
+        want = g * coefficients.to(dtype)[m] if backend == "torch" else (g.float() * coefficients[m]).to(dtype)
+        assert torch.equal(o, want)
+
+
+def test_empty_gradient_list_is_a_no_op():
+    modulate_gradients([], [], torch.ones(3), noise=True)
+
+
+def test_twin_stds_match_tensor_std():
+    grads = _grads()
+    want = torch.stack([g.std() for g in grads])
+    torch.testing.assert_close(torch.stack(unbiased_stds(grads)), want, rtol=1e-5, atol=0)
+
+
+def test_triton_stds_match_tensor_std_of_the_scaled_gradients():
+    grads = _grads()
+    coefficients = torch.tensor([0.25, 1.0, 0.6])
+    common, layout = _multi_tensor(grads, MODALITY, coefficients)
+    want = torch.stack([(g * coefficients[m]).std() for g, m in zip(grads, MODALITY)])
+    torch.testing.assert_close(_scaled_stds(common, layout), want, rtol=1e-5, atol=0)
+
+
+def _assert_noise_distribution(noise: torch.Tensor, sigma: float):
+    """Mean and std of ``noise`` ~ N(0, sigma²) within 6 standard errors.
+
+    Over n samples the sample mean has standard error sigma/√n and the sample std sigma/√(2n).
+    """
+    n = noise.numel()
+    tolerance_mean = 6 * sigma / math.sqrt(n)
+    tolerance_std = 6 * sigma / math.sqrt(2 * n)
+    assert abs(noise.double().mean().item()) < tolerance_mean
+    assert abs(noise.double().std().item() - sigma) < tolerance_std
+
+
+@pytest.mark.parametrize("backend, numel", [("torch", 1_200_000), ("triton", 300_000)])
+def test_noise_is_zero_mean_with_the_std_of_each_scaled_gradient(backend, numel):
+    gen = torch.Generator().manual_seed(3)
+    # two tensors of different spread and a non-zero mean: each gets noise matched to its own std
+    grads = [torch.randn(numel, generator=gen) * 2.0 + 1.0, torch.randn(numel // 4, generator=gen) * 0.1]
+    coefficients = torch.tensor([0.5, 0.8])
+    out = _modulated(backend, grads, [0, 1], coefficients, noise=True, seed=11)
+    for g, o, k in zip(grads, out, coefficients):
+        scaled = g * k
+        _assert_noise_distribution(o - scaled, scaled.std().item() + NOISE_EPS)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_noise_different_seed_different_noise(backend):
+    grads = _grads()
+    coefficients = torch.tensor([0.5, 1.0, 0.9])
+    first = _modulated(backend, grads, MODALITY, coefficients, noise=True, seed=5)
+    again = _modulated(backend, grads, MODALITY, coefficients, noise=True, seed=5)
+    other = _modulated(backend, grads, MODALITY, coefficients, noise=True, seed=6)
+    for a, b, c in zip(first, again, other):
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c)
+
+
+def test_triton_noise_is_independent_across_tensors():
+    # equal gradients in two tensors must not receive the same noise (distinct Philox counters)
+    g = torch.randn(5000, generator=torch.Generator().manual_seed(0))
+    a, b = _modulated("triton", [g, g], [0, 0], torch.ones(1), noise=True, seed=1)
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_host_sync_inside_the_op(backend, monkeypatch):
+    grads = _grads(seed=1)  # a layout not cached by other tests
+    coefficients = torch.tensor([0.5, 1.0, 0.9])
+
+    def sync(*_args, **_kwargs):
+        raise AssertionError("host sync inside modulate_gradients")
+
+    for method in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, method, sync)
+    with pytest.raises(AssertionError, match="host sync"):
+        float(coefficients[0])
+    with use_backend(backend):
+        modulate_gradients(grads, MODALITY, coefficients, noise=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_device_sync_on_cuda(backend):
+    grads = [g.cuda() for g in _grads(seed=2)]
+    coefficients = torch.tensor([0.5, 1.0, 0.9], device="cuda")
+    with use_backend(backend):
+        modulate_gradients(grads, MODALITY, coefficients, noise=True)  # builds the cached layout
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            modulate_gradients(grads, MODALITY, coefficients, noise=True)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_triton_rejects_non_contiguous_gradients():
+    grads = [torch.randn(8, 6).t()]
+    with use_backend("triton"), pytest.raises(ValueError, match="contiguous"):
+        modulate_gradients(grads, [0], torch.ones(1), noise=False)
