@@ -17,16 +17,8 @@ import torch
 from torch import Tensor
 
 from .amw_head_torch import NORMALISATIONS, amw_head_torch
-from .backend import resolve
+from .backend import resolve, tl, triton
 
-try:
-    import triton
-    import triton.language as tl
-except Exception:  # without triton, backend.resolve never picks these kernels; let the module import
-    from types import SimpleNamespace
-
-    triton = SimpleNamespace(jit=lambda fn: fn)
-    tl = SimpleNamespace(constexpr=lambda value: value)
 
 NORM_EPS: tl.constexpr = tl.constexpr(1e-12)  # F.normalize's default eps
 _TILE_ELEMENTS = 4096  # BLOCK_N * BLOCK_C * BLOCK_H of the broadcast products

@@ -10,9 +10,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
+from types import SimpleNamespace
 from typing import Iterator
 
 import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    _TRITON_IMPORT_ERROR = None
+except Exception as error:  # a broken install raises more than ImportError
+    _TRITON_IMPORT_ERROR = error
+    # Stand-ins so kernel modules still define (never launched) kernels; resolve() never picks triton.
+    triton = SimpleNamespace(jit=lambda fn: fn)
+    tl = SimpleNamespace(constexpr=lambda value: value)
 
 BACKENDS = ("auto", "triton", "torch", "literal")
 
@@ -43,13 +55,10 @@ def use_backend(name: str) -> Iterator[None]:
 
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
-    """True when triton imports and can launch kernels; warns once and returns False otherwise."""
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception as error:  # a broken install raises more than ImportError
+    """True when triton imported; warns once and returns False otherwise."""
+    if _TRITON_IMPORT_ERROR is not None:
         warnings.warn(
-            f"triton is unavailable ({type(error).__name__}: {error}); "
+            f"triton is unavailable ({type(_TRITON_IMPORT_ERROR).__name__}: {_TRITON_IMPORT_ERROR}); "
             "ada2i_fast falls back to its torch implementations",
             RuntimeWarning,
             stacklevel=2,

@@ -20,17 +20,9 @@ import functools
 import torch
 from torch import Tensor
 
-from .backend import resolve
+from .backend import resolve, tl, triton
 from .modulation_torch import NOISE_EPS, modulate_gradients_torch
 
-try:
-    import triton
-    import triton.language as tl
-except Exception:  # without triton, backend.resolve never picks these kernels; let the module import
-    from types import SimpleNamespace
-
-    triton = SimpleNamespace(jit=lambda fn: fn)
-    tl = SimpleNamespace(constexpr=lambda value: value)
 
 EPS: tl.constexpr = tl.constexpr(NOISE_EPS)
 _CHUNK = 2048
