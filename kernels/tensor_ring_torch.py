@@ -78,7 +78,7 @@ def tensor_ring_factored(h, mask, rank_weight, rank_bias, att_weight, att_bias, 
     u = q1 * k1
     v = q2 * k2
     weights = mean_weights(mask, h.shape[2], mean_over_padding, h.dtype)
-    m_all = torch.einsum("mbta,mbtc,bt->mbac", u, v, weights)
+    m_all = (u * weights.unsqueeze(-1)).transpose(-1, -2) @ v  # a three-operand einsum would form u v^T per row
     w = torch.einsum("mbtr,mbrc->mbtc", v, chain_products(m_all))
     n_mod, b, t, r = u.shape
     uw = (u.unsqueeze(-1) * w.unsqueeze(-2)).reshape(n_mod, b * t, r * r)
