@@ -1,0 +1,44 @@
+"""The authors' training step, kept as the baseline our step is measured against.
+
+It computes what their code computes: the literal tensor ring, a Python loop over utterances for
+the disparity score with a host sync per utterance, and a per-parameter ``.std().item()`` for the
+gradient noise, with the non-fused Adam. Only benchmarks use it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ada2i_fast import Ada2I, Batch, use_backend
+
+
+def authors_optimizer(model: Ada2I) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=model.config.lr, weight_decay=model.config.weight_decay)
+
+
+def authors_train_step(model: Ada2I, batch: Batch, optimizer: torch.optim.Optimizer, *, modulate: bool) -> float:
+    config = model.config
+    optimizer.zero_grad()
+    with use_backend("literal"):
+        output = model(batch)
+    loss = model.loss(output)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    if modulate:
+        scores = [0.0] * config.n_modalities
+        probabilities = output.unimodal_logits.detach().softmax(-1)
+        for m in range(config.n_modalities):
+            for i in range(output.labels.numel()):
+                scores[m] += probabilities[m, i, output.labels[i]].item()
+        weakest = min(scores)
+        for m, params in enumerate(model.encoder_parameters()):
+            ratio = scores[m] / weakest
+            k = 1 - math.tanh(config.alpha * ratio) if ratio > 1 else 1.0
+            for p in params:
+                p.grad = p.grad * k
+                if config.grad_noise:
+                    p.grad = p.grad + torch.zeros_like(p.grad).normal_(0, p.grad.std().item() + 1e-8)
+    optimizer.step()
+    return loss.item()

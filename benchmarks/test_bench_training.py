@@ -1,0 +1,132 @@
+"""Whole-model benchmarks: one training step (ours vs the authors' way), one inference pass, one epoch.
+
+Presets run at full size (iemocap: B=10 dialogues of up to 110 utterances, 35.7M parameters; meld: B=10
+of up to 24); ``ADA2I_BENCH_SMOKE=1`` shrinks everything for CI. The epoch group compares our default
+trainer configuration (factored ops, length-bucketed batches, sync-free step) with the literal,
+unbucketed configuration that reproduces the authors' computation, on the synthetic corpus.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from ada2i_fast import Ada2I, Ada2IConfig, use_backend
+from ada2i_fast.data import iterate_batches, make_synthetic
+from ada2i_fast.step import make_optimizer, train_step
+from authors_way import authors_optimizer, authors_train_step
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SMOKE = os.environ.get("ADA2I_BENCH_SMOKE") == "1"
+DATASETS = ("iemocap", "meld")
+
+
+def _config(dataset: str) -> Ada2IConfig:
+    if SMOKE:
+        return Ada2IConfig.preset(dataset, hidden=16, rank=3, ffn_dim=16, encoder_nlayers=1)
+    return Ada2IConfig.preset(dataset)
+
+
+def _corpus(dataset: str):
+    return make_synthetic(dataset, seed=0, size=0.03 if SMOKE else 0.25)
+
+
+def _first_batch(dataset: str, config: Ada2IConfig):
+    """A batch of B=10 dialogues drawn without bucketing, as the authors' loader does."""
+    split = _corpus(dataset).splits["train"]
+    return next(iterate_batches(split, config.modalities, config.batch_size, shuffle=True, seed=0)).to(DEVICE)
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _record(benchmark, utterances: int) -> None:
+    benchmark.extra_info["device"] = str(DEVICE)
+    if not benchmark.enabled:
+        return
+    benchmark.extra_info["utterances_per_s"] = utterances / benchmark.stats.stats.mean
+    if DEVICE.type == "cuda":
+        benchmark.extra_info["peak_bytes"] = torch.cuda.max_memory_allocated()
+
+
+@pytest.mark.parametrize("way", ["ours", "authors"])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_train_step(benchmark, dataset, way):
+    torch.manual_seed(0)
+    config = _config(dataset)
+    model = Ada2I(config).to(DEVICE)
+    batch = _first_batch(dataset, config)
+    if way == "ours":
+        optimizer = make_optimizer(model)
+        generator = torch.Generator(device=DEVICE).manual_seed(0)
+
+        def step():
+            train_step(model, batch, optimizer, modulate=True, generator=generator)
+            _sync()
+
+    else:
+        optimizer = authors_optimizer(model)
+
+        def step():
+            authors_train_step(model, batch, optimizer, modulate=True)
+
+    step()  # warm-up: optimizer state, allocator
+    benchmark.group = f"train step {dataset} (B=10, T={batch.max_len}, {batch.num_utterances} utterances)"
+    benchmark.pedantic(step, rounds=3 if SMOKE else 5, iterations=1)
+    _record(benchmark, batch.num_utterances)
+
+
+@pytest.mark.parametrize("backend", ["torch", "literal"])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_inference(benchmark, dataset, backend):
+    torch.manual_seed(0)
+    config = _config(dataset)
+    model = Ada2I(config).to(DEVICE)
+    batch = _first_batch(dataset, config)
+
+    def predict():
+        with use_backend(backend):
+            model.predict(batch)
+        _sync()
+
+    benchmark.group = f"inference {dataset} (B=10, T={batch.max_len})"
+    benchmark.pedantic(predict, rounds=3 if SMOKE else 10, iterations=1, warmup_rounds=1)
+    _record(benchmark, batch.num_utterances)
+
+
+EPOCH_CONFIGS = {
+    "ours (factored, bucketed)": dict(backend="torch", bucket=True),
+    "literal, unbucketed": dict(backend="literal", bucket=False),
+}
+
+
+@pytest.mark.parametrize("name", list(EPOCH_CONFIGS))
+def test_epoch(benchmark, name):
+    settings = EPOCH_CONFIGS[name]
+    torch.manual_seed(0)
+    config = _config("iemocap")
+    split = _corpus("iemocap").splits["train"]
+    model = Ada2I(config).to(DEVICE)
+    optimizer = make_optimizer(model)
+    generator = torch.Generator(device=DEVICE).manual_seed(0)
+    real = cells = 0
+
+    def epoch():
+        nonlocal real, cells
+        real = cells = 0
+        batches = iterate_batches(split, config.modalities, config.batch_size, shuffle=True, seed=0, bucket=settings["bucket"])
+        with use_backend(settings["backend"]):
+            for batch in batches:
+                train_step(model, batch.to(DEVICE), optimizer, modulate=True, generator=generator)
+                real += batch.num_utterances
+                cells += batch.batch_size * batch.max_len
+        _sync()
+
+    benchmark.group = f"train epoch synthetic iemocap ({split.num_dialogues} dialogues)"
+    benchmark.pedantic(epoch, rounds=1 if SMOKE else 2, iterations=1)
+    benchmark.extra_info["padding_waste"] = 1 - real / cells
+    _record(benchmark, split.num_utterances)
