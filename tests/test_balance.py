@@ -85,3 +85,20 @@ def test_the_sync_guard_catches_syncs(no_host_sync):
     for sync in (lambda: x.sum().item(), lambda: bool(x.sum()), lambda: float(x[0]), lambda: x.tolist(), lambda: x[x > 0]):
         with pytest.raises(RuntimeError, match="host sync"), no_host_sync():
             sync()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_step_never_syncs_on_cuda():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = Ada2I(config).cuda()
+    optimizer = make_optimizer(model)
+    batch = random_batch(config, [5, 2, 1]).to("cuda")
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    train_step(model, batch, optimizer, modulate=True, generator=generator)  # lazy state and kernel caches
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        train_step(model, batch, optimizer, modulate=True, generator=generator)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
