@@ -20,6 +20,7 @@ from .atomic import write_json_atomic
 from .checkpoint import save_checkpoint
 from .config import DATASETS, Ada2IConfig
 from .data import Corpus, iterate_batches, load_corpus, num_batches
+from .kernels import BACKENDS, use_backend
 from .metrics import evaluate
 from .model import Ada2I
 from .plots import plot_training
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=True, help="length-bucketed batches")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast (CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoders")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="fused-op implementation (auto: Triton on CUDA, torch on CPU)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     hyper = parser.add_argument_group("hyperparameters (default: the dataset's preset)")
     for f in dataclasses.fields(Ada2IConfig):
@@ -133,7 +137,13 @@ def train_epoch(model, split, optimizer, *, epoch, args, generator) -> dict:
 
 
 def train(argv=None) -> dict:
+    """Parse ``argv`` like the CLI and run training; returns the summary."""
     args = build_parser().parse_args(argv)
+    with use_backend(args.backend):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> dict:
     corpus = open_corpus(args)
     config = build_config(args, corpus)
     out = Path(args.out or Path("runs") / args.dataset)
