@@ -1,7 +1,7 @@
 """Turn pytest-benchmark JSON into a Markdown table and a PNG chart of speed-ups over the baseline.
 
     pytest benchmarks/ --benchmark-only --benchmark-json benchmarks/results/cpu.json
-    python benchmarks/report.py benchmarks/results/cpu.json
+    python benchmarks/report.py benchmarks/results/cpu.json [more.json ...] --out benchmarks/results/cpu
 
 Within each group the baseline is the entry that reproduces the authors' computation (its name
 says literal, authors, per_parameter or unfused), else the slowest entry.
@@ -21,11 +21,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 BASELINE_MARKERS = ("literal", "authors", "per_parameter", "unfused")
 
 
-def load_groups(path: Path) -> tuple[dict, dict[str, list[dict]]]:
-    data = json.loads(path.read_text())
+def load_groups(paths: list[Path]) -> tuple[dict, dict[str, list[dict]]]:
+    """Benchmarks of one or more runs on the same machine, by group."""
     groups: dict[str, list[dict]] = {}
-    for bench in data["benchmarks"]:
-        groups.setdefault(bench["group"] or bench["name"], []).append(bench)
+    for path in paths:
+        data = json.loads(path.read_text())
+        for bench in data["benchmarks"]:
+            groups.setdefault(bench["group"] or bench["name"], []).append(bench)
     return data["machine_info"], groups
 
 
@@ -79,14 +81,14 @@ def chart(groups, path: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("json", type=Path, help="a pytest-benchmark --benchmark-json file")
-    parser.add_argument("--markdown", type=Path, help="default: the JSON path with .md")
-    parser.add_argument("--png", type=Path, help="default: the JSON path with .png")
+    parser.add_argument("json", type=Path, nargs="+", help="pytest-benchmark --benchmark-json files of one machine")
+    parser.add_argument("--out", type=Path, help="writes OUT.md and OUT.png (default: the first JSON's path)")
     args = parser.parse_args(argv)
     machine, groups = load_groups(args.json)
     table = markdown(machine, groups)
-    (args.markdown or args.json.with_suffix(".md")).write_text(table)
-    chart(groups, args.png or args.json.with_suffix(".png"))
+    out = args.out or args.json[0].with_suffix("")
+    out.with_suffix(".md").write_text(table)
+    chart(groups, out.with_suffix(".png"))
     print(table)
 
 

@@ -41,11 +41,12 @@ def _large() -> Shape:
 
 
 def presets() -> list[Shape]:
-    """iemocap, meld and large (SPEC §4 presets, dialogue lengths at their corpus maxima), or tiny ones in
-    smoke mode."""
+    """iemocap, meld (SPEC §4 presets, dialogue lengths at their corpus maxima), iemocap at the largest
+    supported rank, and large; or tiny ones in smoke mode."""
     shapes = [
         Shape("iemocap", B=10, T=110, H=300, R=11, M=3),
         Shape("meld", B=10, T=24, H=200, R=6, M=3),
+        Shape("iemocap_r32", B=10, T=110, H=300, R=32, M=3),
         _large(),
     ]
     if os.environ.get("ADA2I_BENCH_SMOKE") == "1":

@@ -20,6 +20,7 @@ import sys
 import pytest
 import torch
 
+from ada2i_fast.afw import AFWLayer
 from ada2i_fast.kernels import tensor_ring, use_backend
 from ada2i_fast.kernels.tensor_ring_torch import tensor_ring_factored
 from shapes import Shape, presets
@@ -139,6 +140,27 @@ def test_tensor_ring(benchmark, shape, backend, mode):
         benchmark.extra_info["gb_per_s"] = tensors * inputs[0].numel() * inputs[0].element_size() / seconds / 1e9
     elif backend != "compile":
         benchmark.extra_info["peak_bytes"] = _cpu_peak_bytes(shape, backend, mode)
+
+
+@pytest.mark.parametrize("backend", ("literal", "torch"))
+@pytest.mark.parametrize("shape", [s for s in presets() if s.name.startswith("iemocap")], ids=lambda s: s.name)
+def test_afw_layer(benchmark, shape, backend):
+    """The whole AFW layer in training mode, forward and backward: the op, the feature loss and dropout."""
+    torch.manual_seed(0)
+    layer = AFWLayer(shape.M, shape.H, shape.R, BETA, reference=False).to(DEVICE)
+    dropout = torch.nn.Dropout(0.5)
+    h, mask = _inputs(shape, DEVICE)[:2]
+
+    def step():
+        with use_backend(backend):
+            y, feature_loss = layer(h, mask)
+            (dropout(y).square().mean() + feature_loss).backward()
+
+    benchmark.group = f"afw layer fwd_bwd {shape}"
+    benchmark.extra_info.update(shape=dataclasses.asdict(shape), device=str(DEVICE))
+    benchmark(_synchronized(step))
+    if benchmark.enabled:
+        benchmark.extra_info["utterances_per_s"] = shape.utterances / benchmark.stats.stats.mean
 
 
 def _main(shape_json: str, backend: str, mode: str) -> None:
