@@ -52,8 +52,9 @@ def load_checkpoint(path) -> tuple[Ada2I, dict]:
 
 
 def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
-    """Ours, or one written by the authors' training script (then ``metadata`` is empty)."""
+    """Ours, or one written by the authors' training script (its metadata: the run's dataset, if recorded)."""
     payload = read_checkpoint(path)
     if is_own_checkpoint(payload):
         return load_checkpoint(path)
-    return Ada2I.from_reference_checkpoint(path, **reference_overrides), {}
+    dataset = getattr(payload.get("args") if isinstance(payload, dict) else None, "dataset", None)
+    return Ada2I.from_reference_checkpoint(path, **reference_overrides), ({"dataset": dataset} if dataset else {})

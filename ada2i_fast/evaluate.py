@@ -28,7 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
+    try:
+        return report(build_parser().parse_args(argv))
+    except (ValueError, FileNotFoundError) as error:  # bad checkpoint or data: one clear line, no traceback
+        raise SystemExit(f"error: {error}") from error
+
+
+def report(args: argparse.Namespace) -> dict:
     model, metadata = load_any_checkpoint(args.checkpoint)
     dataset = args.dataset or metadata.get("dataset")
     if dataset is None:

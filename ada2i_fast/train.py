@@ -221,7 +221,10 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> None:
-    train(argv)
+    try:
+        train(argv)
+    except (ValueError, FileNotFoundError) as error:  # bad data or flags: one clear line, no traceback
+        raise SystemExit(f"error: {error}") from error
 
 
 if __name__ == "__main__":

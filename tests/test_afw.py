@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ada2i_fast.afw import AFWLayer
 from ada2i_fast.kernels import tensor_ring, use_backend
@@ -86,3 +88,34 @@ def test_padding_is_ignored_by_the_masked_mean_only():
         y_clean, _ = layer(h.detach(), mask)
         y_garbage, _ = layer(garbage, mask)
         assert torch.allclose(y_clean[:, mask], y_garbage[:, mask]) == should_match
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_mod=st.integers(1, 3),
+    lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    hidden=st.integers(1, 9),
+    rank=st.integers(1, 5),
+    reference=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_factored_equals_literal_on_any_shape(n_mod, lengths, hidden, rank, reference, seed):
+    generator = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    mask = torch.arange(t) < torch.tensor(lengths).unsqueeze(1)
+    args = [
+        torch.randn(shape, generator=generator, dtype=torch.float64)
+        for shape in (
+            (n_mod, len(lengths), t, hidden),
+            (n_mod, 4 * rank, hidden),
+            (n_mod, 4 * rank),
+            (n_mod, hidden, rank * rank),
+            (n_mod, hidden),
+        )
+    ]
+    outputs = {}
+    for backend in ("literal", "torch"):
+        with use_backend(backend):
+            outputs[backend] = tensor_ring(args[0], mask, *args[1:], 0.4, mean_over_padding=reference)
+    for found, expected in zip(outputs["torch"], outputs["literal"]):
+        torch.testing.assert_close(found[:, mask], expected[:, mask], rtol=1e-9, atol=1e-9)

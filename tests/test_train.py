@@ -55,3 +55,15 @@ def test_unknown_dataset_is_refused(capsys):
     with pytest.raises(SystemExit):
         train.train(["--dataset", "cmu"])
     assert "invalid choice: 'cmu'" in capsys.readouterr().err
+
+
+def test_bad_files_get_one_clear_error_line(tmp_path):
+    corrupt = tmp_path / "best.pt"
+    corrupt.write_bytes(b"\x80\x04 truncated")
+    with pytest.raises(SystemExit, match=r"^error: .*best\.pt: not a loadable checkpoint"):
+        evaluate.main(["--checkpoint", str(corrupt)])
+    hostile = tmp_path / "meld.pkl"
+    hostile.write_bytes(b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
+    with pytest.raises(SystemExit, match=r"^error: .*os"):
+        train.main(["--dataset", "meld", "--data", str(hostile), "--epochs", "1", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "pwned").exists()
