@@ -46,8 +46,12 @@ class AFWLayer(nn.Module):
         ):
             _linear_init_(weight, bias)
 
-    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """``h`` [M, B, T, H] -> (y [M, B, T, H] before dropout, this layer's feature loss)."""
+    def forward(self, h: Tensor, mask: Tensor, flat_index: Tensor) -> tuple[Tensor, Tensor]:
+        """``h`` [M, B, T, H] -> (y [M, B, T, H] before dropout, this layer's feature loss).
+
+        ``flat_index`` [N] lists the real utterances of the [B*T] grid: the method's feature loss
+        maps and compares only those rows; the public code's averages over every padded row too.
+        """
         y, a = tensor_ring(
             h,
             mask,
@@ -59,13 +63,27 @@ class AFWLayer(nn.Module):
             mean_over_padding=self.reference,
         )
         m, b, t, hidden = h.shape
-        mapped = torch.baddbmm(self.map_bias.unsqueeze(1), h.reshape(m, b * t, hidden), self.map_weight.transpose(1, 2))
-        target = y if self.reference else a
-        error = (mapped.reshape(h.shape) - target).abs()
-        if self.reference:
-            return y, error.mean(dim=(1, 2, 3)).sum()
-        per_modality = (error.sum(-1) * mask).sum(dim=(1, 2)) / (mask.sum() * hidden)
-        return y, per_modality.sum()
+        rows = h.reshape(m, b * t, hidden)
+        target = (y if self.reference else a).reshape(m, b * t, hidden)
+        if not self.reference:
+            rows, target = rows.index_select(1, flat_index), target.index_select(1, flat_index)
+        mapped = torch.baddbmm(self.map_bias.unsqueeze(1), rows, self.map_weight.transpose(1, 2))
+        return y, (mapped - target).abs().mean(dim=(1, 2)).sum()
+
+
+class UniformDropout(nn.Module):
+    """Inverted dropout whose keep mask is ``uniform >= p``: the same Bernoulli(1 - p) mask as
+    ``nn.Dropout``, drawn about 3x faster on the CPU than its ``bernoulli_``."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty_like(x).uniform_() >= self.p
+        return torch.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
 
 
 class AFW(nn.Module):
@@ -74,12 +92,12 @@ class AFW(nn.Module):
     def __init__(self, n_modalities: int, hidden: int, rank: int, beta: float, n_layers: int, drop_rate: float, reference: bool) -> None:
         super().__init__()
         self.layers = nn.ModuleList(AFWLayer(n_modalities, hidden, rank, beta, reference) for _ in range(n_layers))
-        self.dropout = nn.Dropout(drop_rate)
+        self.dropout = UniformDropout(drop_rate)
 
-    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, mask: Tensor, flat_index: Tensor) -> tuple[Tensor, Tensor]:
         feature_loss = h.new_zeros(())
         for layer in self.layers:
-            y, loss = layer(h, mask)
+            y, loss = layer(h, mask, flat_index)
             h = self.dropout(y)
             feature_loss = feature_loss + loss
         return h, feature_loss

@@ -81,7 +81,7 @@ class Ada2I(nn.Module):
     def forward(self, batch: Batch) -> Ada2IOutput:
         self.check_batch(batch)
         h = encode_all(self.encoders, batch.features, batch.mask, batch.lengths)
-        h, feature_loss = self.afw(h, batch.mask)
+        h, feature_loss = self.afw(h, batch.mask, batch.flat_index)
         m, b, t, hidden = h.shape
         z = h.reshape(m, b * t, hidden).index_select(1, batch.flat_index)
         labels = batch.flat_labels() if batch.labels is not None else None

@@ -20,7 +20,7 @@ import sys
 import pytest
 import torch
 
-from ada2i_fast.afw import AFWLayer
+from ada2i_fast.afw import AFW
 from ada2i_fast.kernels import tensor_ring, use_backend
 from ada2i_fast.kernels.tensor_ring_torch import tensor_ring_factored
 from shapes import Shape, presets
@@ -145,16 +145,16 @@ def test_tensor_ring(benchmark, shape, backend, mode):
 @pytest.mark.parametrize("backend", ("literal", "torch"))
 @pytest.mark.parametrize("shape", [s for s in presets() if s.name.startswith("iemocap")], ids=lambda s: s.name)
 def test_afw_layer(benchmark, shape, backend):
-    """The whole AFW layer in training mode, forward and backward: the op, the feature loss and dropout."""
+    """One AFW layer in training mode, forward and backward: the op, the feature loss and dropout."""
     torch.manual_seed(0)
-    layer = AFWLayer(shape.M, shape.H, shape.R, BETA, reference=False).to(DEVICE)
-    dropout = torch.nn.Dropout(0.5)
+    afw = AFW(shape.M, shape.H, shape.R, BETA, n_layers=1, drop_rate=0.5, reference=False).to(DEVICE)
     h, mask = _inputs(shape, DEVICE)[:2]
+    flat_index = mask.flatten().nonzero().flatten()
 
     def step():
         with use_backend(backend):
-            y, feature_loss = layer(h, mask)
-            (dropout(y).square().mean() + feature_loss).backward()
+            y, feature_loss = afw(h, mask, flat_index)
+            (y.square().mean() + feature_loss).backward()
 
     benchmark.group = f"afw layer fwd_bwd {shape}"
     benchmark.extra_info.update(shape=dataclasses.asdict(shape), device=str(DEVICE))

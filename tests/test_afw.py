@@ -22,7 +22,7 @@ def _values_and_grads(layer, h, mask, backend):
     layer.zero_grad()
     h.grad = None
     with use_backend(backend):
-        y, feature_loss = layer(h, mask)
+        y, feature_loss = layer(h, mask, mask.flatten().nonzero().flatten())
     # A fixed random projection of every output so each gradient path is exercised.
     probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
     ((y * probe * mask[..., None]).sum() + feature_loss).backward()
@@ -85,8 +85,8 @@ def test_padding_is_ignored_by_the_masked_mean_only():
     garbage[:, ~mask] = 1e3
     for reference, should_match in ((False, True), (True, False)):
         layer.reference = reference
-        y_clean, _ = layer(h.detach(), mask)
-        y_garbage, _ = layer(garbage, mask)
+        y_clean, _ = layer(h.detach(), mask, mask.flatten().nonzero().flatten())
+        y_garbage, _ = layer(garbage, mask, mask.flatten().nonzero().flatten())
         assert torch.allclose(y_clean[:, mask], y_garbage[:, mask]) == should_match
 
 
@@ -119,3 +119,39 @@ def test_factored_equals_literal_on_any_shape(n_mod, lengths, hidden, rank, refe
             outputs[backend] = tensor_ring(args[0], mask, *args[1:], 0.4, mean_over_padding=reference)
     for found, expected in zip(outputs["torch"], outputs["literal"]):
         torch.testing.assert_close(found[:, mask], expected[:, mask], rtol=1e-9, atol=1e-9)
+
+
+def test_feature_loss_targets_a_on_real_rows_or_y_everywhere():
+    layer, h, mask = _layer_inputs(2, [3, 1], 8, 2, torch.float64, reference=False)
+    h = h.detach()
+    flat_index = mask.flatten().nonzero().flatten()
+    mapped = torch.einsum("mbth,mgh->mbtg", h, layer.map_weight) + layer.map_bias[:, None, None]
+    for reference in (False, True):
+        layer.reference = reference
+        _, loss = layer(h, mask, flat_index)
+        y, a = tensor_ring(
+            h, mask, layer.rank_weight, layer.rank_bias, layer.att_weight, layer.att_bias, 0.3,
+            mean_over_padding=reference,
+        )
+        if reference:  # the public code: target y, mean over padded rows too
+            expected = sum((mapped[j] - y[j]).abs().mean() for j in range(2))
+        else:
+            expected = sum((mapped[j][mask] - a[j][mask]).abs().mean() for j in range(2))
+        torch.testing.assert_close(loss, expected)
+
+
+def test_uniform_dropout_keeps_each_element_with_probability_one_minus_p():
+    from ada2i_fast.afw import UniformDropout
+
+    n, p = 1_000_000, 0.3
+    torch.manual_seed(0)
+    x = torch.ones(n, requires_grad=True)
+    dropout = UniformDropout(p)
+    out = dropout(x)
+    kept = (out != 0).double().mean().item()
+    # Six standard errors of a Bernoulli(1 - p) mean over n draws.
+    assert abs(kept - (1 - p)) < 6 * (p * (1 - p) / n) ** 0.5
+    torch.testing.assert_close(out.unique(), torch.tensor([0.0, 1 / (1 - p)]))
+    out.sum().backward()
+    assert torch.equal(x.grad, out.detach())
+    assert dropout.eval()(x) is x
