@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .dropout import UniformDropout
 from .kernels import tensor_ring
 
 
@@ -69,21 +70,6 @@ class AFWLayer(nn.Module):
             rows, target = rows.index_select(1, flat_index), target.index_select(1, flat_index)
         mapped = torch.baddbmm(self.map_bias.unsqueeze(1), rows, self.map_weight.transpose(1, 2))
         return y, (mapped - target).abs().mean(dim=(1, 2)).sum()
-
-
-class UniformDropout(nn.Module):
-    """Inverted dropout whose keep mask is ``uniform >= p``: the same Bernoulli(1 - p) mask as
-    ``nn.Dropout``, drawn about 3x faster on the CPU than its ``bernoulli_``."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = torch.empty_like(x).uniform_() >= self.p
-        return torch.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
 
 
 class AFW(nn.Module):

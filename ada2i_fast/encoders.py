@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .config import Ada2IConfig
+from .dropout import UniformDropout
 
 
 def attention_heads(dim: int) -> int:
@@ -26,6 +27,8 @@ class TransformerEncoder(nn.Module):
             dropout=config.drop_rate,
             batch_first=True,
         )
+        # The residual and feed-forward dropouts; attention-weight dropout stays inside self_attn.
+        layer.dropout, layer.dropout1, layer.dropout2 = (UniformDropout(config.drop_rate) for _ in range(3))
         self.transformer_encoder = nn.TransformerEncoder(
             layer, num_layers=config.encoder_nlayers, enable_nested_tensor=False
         )

@@ -11,7 +11,20 @@ import math
 
 import torch
 
-from ada2i_fast import Ada2I, Batch, use_backend
+from torch import nn
+
+from ada2i_fast import Ada2I, Ada2IConfig, Batch, use_backend
+from ada2i_fast.dropout import UniformDropout
+
+
+def authors_model(config: Ada2IConfig) -> Ada2I:
+    """Our model with torch's own dropout modules, as the authors' code has."""
+    model = Ada2I(config)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, UniformDropout):
+                setattr(parent, name, nn.Dropout(child.p))
+    return model
 
 
 def authors_optimizer(model: Ada2I) -> torch.optim.Adam:

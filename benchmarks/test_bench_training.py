@@ -16,7 +16,7 @@ import torch
 from ada2i_fast import Ada2I, Ada2IConfig, use_backend
 from ada2i_fast.data import iterate_batches, make_synthetic
 from ada2i_fast.step import make_optimizer, train_step
-from authors_way import authors_optimizer, authors_train_step
+from authors_way import authors_model, authors_optimizer, authors_train_step
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SMOKE = os.environ.get("ADA2I_BENCH_SMOKE") == "1"
@@ -58,7 +58,7 @@ def _record(benchmark, utterances: int) -> None:
 def test_train_step(benchmark, dataset, way):
     torch.manual_seed(0)
     config = _config(dataset)
-    model = Ada2I(config).to(DEVICE)
+    model = (Ada2I(config) if way == "ours" else authors_model(config)).to(DEVICE)
     batch = _first_batch(dataset, config)
     if way == "ours":
         optimizer = make_optimizer(model)
@@ -104,7 +104,7 @@ def test_epoch(benchmark, way):
     torch.manual_seed(0)
     config = _config("iemocap")
     split = _corpus("iemocap").splits["train"]
-    model = Ada2I(config).to(DEVICE)
+    model = (Ada2I(config) if ours else authors_model(config)).to(DEVICE)
     optimizer = make_optimizer(model) if ours else authors_optimizer(model)
     generator = torch.Generator(device=DEVICE).manual_seed(0)
     real = cells = 0

@@ -25,13 +25,13 @@ def amw_head_torch(z: Tensor, weight: Tensor, bias: Tensor, labels: Tensor | Non
     n_mod, _, hidden = z.shape
     w_blocks = weight.reshape(weight.shape[0], n_mod, hidden).transpose(0, 1)  # [M, C, H]
     shared_bias = bias / n_mod
-    unimodal = torch.einsum("mnh,mch->mnc", z, w_blocks) + shared_bias
+    unimodal = torch.baddbmm(shared_bias.expand(n_mod, 1, -1), z, w_blocks.transpose(1, 2))
     if normalisation == "none":
         fused = unimodal.sum(0)
     else:
         z_unit = F.normalize(z, dim=-1)
         w_unit = F.normalize(w_blocks, dim=2 if normalisation == "class" else 1)
-        fused = scale * torch.einsum("mnh,mch->nc", z_unit, w_unit) + bias
+        fused = scale * torch.bmm(z_unit, w_unit.transpose(1, 2)).sum(0) + bias
     scores = None
     if labels is not None:
         with torch.no_grad():
