@@ -86,21 +86,17 @@ class Batch:
         return self.labels.reshape(-1).index_select(0, self.flat_index)
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
-        move = lambda x: None if x is None else x.to(device, non_blocking=non_blocking)  # noqa: E731
-        return dataclasses.replace(
-            self,
-            features={m: move(x) for m, x in self.features.items()},
-            mask=move(self.mask),
-            flat_index=move(self.flat_index),
-            labels=move(self.labels),
-        )
+        return self._map_tensors(lambda x: x.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":
-        pin = lambda x: None if x is None else x.pin_memory()  # noqa: E731
+        return self._map_tensors(lambda x: x.pin_memory())
+
+    def _map_tensors(self, fn) -> "Batch":
+        """``fn`` applied to every tensor but ``lengths``, which stays on the CPU."""
         return dataclasses.replace(
             self,
-            features={m: pin(x) for m, x in self.features.items()},
-            mask=pin(self.mask),
-            flat_index=pin(self.flat_index),
-            labels=pin(self.labels),
+            features={m: fn(x) for m, x in self.features.items()},
+            mask=fn(self.mask),
+            flat_index=fn(self.flat_index),
+            labels=None if self.labels is None else fn(self.labels),
         )

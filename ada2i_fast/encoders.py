@@ -55,7 +55,7 @@ class LSTMEncoder(nn.Module):
         )
 
     def forward(self, x: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
 

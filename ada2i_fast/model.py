@@ -39,6 +39,11 @@ class Prediction:
     lengths: Tensor  # [B]; split the N rows per dialogue with torch.split(x, lengths.tolist())
 
 
+def total_loss(terms: dict[str, Tensor]) -> Tensor:
+    """The sum of :meth:`Ada2I.loss_terms`."""
+    return torch.stack(list(terms.values())).sum()
+
+
 class Ada2I(nn.Module):
     """The Ada2I model of SPEC §2. ``forward`` takes a :class:`~ada2i_fast.batch.Batch`."""
 
@@ -108,7 +113,7 @@ class Ada2I(nn.Module):
 
     def loss(self, output: Ada2IOutput) -> Tensor:
         """L = L_cls + L_feature (+ lambda_modal * L_modal_aux)."""
-        return torch.stack(list(self.loss_terms(output).values())).sum()
+        return total_loss(self.loss_terms(output))
 
     @torch.inference_mode()
     def predict(self, batch: Batch) -> Prediction:

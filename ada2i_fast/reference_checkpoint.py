@@ -17,6 +17,7 @@ from torch import Tensor
 from .checkpoint import read_checkpoint
 from .config import DATASETS, Ada2IConfig
 
+_FIRST_RANK_KEY = "net.mmt.layers.0.attention.trans_q1.0.lin.weight"
 _RANK_PARTS = ("trans_q1", "trans_k1", "trans_q2", "trans_k2")  # our stacking order (q1, k1, q2, k2)
 _ARG_ALIASES = {
     "beta": ("beta",),
@@ -47,7 +48,7 @@ def config_from_reference(args: argparse.Namespace, state: dict[str, Tensor], **
     if f"{encoder_prefix}lin_out.weight" not in state:
         raise ValueError(f"reference checkpoint lacks {encoder_prefix}lin_out.weight")
     hidden = state[f"{encoder_prefix}lin_out.weight"].shape[0]
-    rank = state["net.mmt.layers.0.attention.trans_q1.0.lin.weight"].shape[0] if _has_afw(state) else 1
+    rank = state[_FIRST_RANK_KEY].shape[0] if _FIRST_RANK_KEY in state else 1
     mmt_layers = {int(k.split(".")[3]) for k in state if k.startswith("net.mmt.layers.")}
     encoder_layers = {
         int(match.group(1))
@@ -76,10 +77,6 @@ def config_from_reference(args: argparse.Namespace, state: dict[str, Tensor], **
                 break
     base.update(overrides)
     return Ada2IConfig.from_dict(base)
-
-
-def _has_afw(state: dict[str, Tensor]) -> bool:
-    return "net.mmt.layers.0.attention.trans_q1.0.lin.weight" in state
 
 
 def convert_state_dict(state: dict[str, Tensor], expected: dict[str, Tensor], config: Ada2IConfig) -> dict[str, Tensor]:

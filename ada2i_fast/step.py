@@ -6,7 +6,7 @@ import torch
 
 from .balance import apply_modulation
 from .batch import Batch
-from .model import Ada2I
+from .model import Ada2I, total_loss
 
 
 def make_optimizer(model: Ada2I) -> torch.optim.Adam:
@@ -26,15 +26,16 @@ def train_step(
 ) -> dict[str, torch.Tensor]:
     """forward -> loss -> backward -> clip -> (modulation) -> optimizer step.
 
-    ``precision="bf16"`` runs the forward pass under bfloat16 autocast. Returns detached device tensors (loss terms, ratios, coefficients) for logging; reading them
-    is the caller's choice, so nothing here waits for the device.
+    ``precision="bf16"`` runs the forward pass under bfloat16 autocast. Returns detached device
+    tensors (loss terms, ratios, coefficients) for logging; reading them is the caller's choice,
+    so nothing here waits for the device.
     """
     config = model.config
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         output = model(batch)
         terms = model.loss_terms(output)
-    loss = torch.stack(list(terms.values())).sum()
+    loss = total_loss(terms)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     if modulate:
