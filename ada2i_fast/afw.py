@@ -69,11 +69,11 @@ class AFWLayer(nn.Module):
         if not self.reference:
             rows, target = rows.index_select(1, flat_index), target.index_select(1, flat_index)
         mapped = torch.baddbmm(self.map_bias.unsqueeze(1), rows, self.map_weight.transpose(1, 2))
-        return y, (mapped - target).abs().mean(dim=(1, 2)).sum()
+        return y, (mapped - target).abs().mean()  # the mean over modalities too (SPEC §2)
 
 
 class AFW(nn.Module):
-    """``mmt_nlayers`` AFW layers, each followed by dropout; returns the summed feature loss."""
+    """``mmt_nlayers`` AFW layers, each followed by dropout; returns the feature loss summed over layers."""
 
     def __init__(self, n_modalities: int, hidden: int, rank: int, beta: float, n_layers: int, drop_rate: float, reference: bool) -> None:
         super().__init__()

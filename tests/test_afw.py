@@ -121,21 +121,25 @@ def test_factored_equals_literal_on_any_shape(n_mod, lengths, hidden, rank, refe
         torch.testing.assert_close(found[:, mask], expected[:, mask], rtol=1e-9, atol=1e-9)
 
 
-def test_feature_loss_targets_a_on_real_rows_or_y_everywhere():
-    layer, h, mask = _layer_inputs(2, [3, 1], 8, 2, torch.float64, reference=False)
+@pytest.mark.parametrize("n_mod", [1, 2, 3])
+def test_reference_feature_loss_is_one_l1_mean_over_the_concatenated_modalities(n_mod):
+    """The public code concatenates every modality's mapped rows and targets, then takes one L1 mean."""
+    layer, h, mask = _layer_inputs(n_mod, [3, 1], 8, 2, torch.float64, reference=True)
     h = h.detach()
-    flat_index = mask.flatten().nonzero().flatten()
-    mapped = torch.einsum("mbth,mgh->mbtg", h, layer.map_weight) + layer.map_bias[:, None, None]
-    for reference in (False, True):
-        layer.reference = reference
-        _, loss = layer(h, mask, flat_index)
-        y, a = tensor_ring(
-            h, mask, layer.rank_weight, layer.rank_bias, layer.att_weight, layer.att_bias, 0.3,
-            mean_over_padding=reference,
-        )
-        if reference:  # the public code: target y, mean over padded rows too
-            expected = sum((mapped[j] - y[j]).abs().mean() for j in range(2))
-        else:
-            expected = sum((mapped[j][mask] - a[j][mask]).abs().mean() for j in range(2))
-        torch.testing.assert_close(loss, expected)
+    y, loss = layer(h, mask, mask.flatten().nonzero().flatten())
+    mapped = [torch.nn.functional.linear(h[j], layer.map_weight[j], layer.map_bias[j]) for j in range(n_mod)]
+    expected = torch.nn.functional.l1_loss(torch.cat(mapped), torch.cat(list(y)))
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
 
+
+@pytest.mark.parametrize("n_mod", [1, 2, 3])
+def test_method_feature_loss_is_the_mean_over_modalities_of_real_rows(n_mod):
+    layer, h, mask = _layer_inputs(n_mod, [3, 1], 8, 2, torch.float64, reference=False)
+    h = h.detach()
+    _, loss = layer(h, mask, mask.flatten().nonzero().flatten())
+    _, a = tensor_ring(h, mask, layer.rank_weight, layer.rank_bias, layer.att_weight, layer.att_bias, 0.3)
+    per_modality = [
+        torch.nn.functional.l1_loss(torch.nn.functional.linear(h[j][mask], layer.map_weight[j], layer.map_bias[j]), a[j][mask])
+        for j in range(n_mod)
+    ]
+    torch.testing.assert_close(loss, torch.stack(per_modality).mean(), rtol=1e-12, atol=0)
