@@ -14,7 +14,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, config: Ada2IConfig) -> None:
         super().__init__()
         self.fc_out = nn.Linear(config.n_modalities * config.hidden, config.num_classes)
-        self.scale = config.amw_scale
+        self.scale = config.cosine_scale
         if not config.mmcosine:
             self.normalisation = "none"
         else:

@@ -9,6 +9,9 @@ MODALITIES = "atv"
 ENCODERS = ("transformer", "lstm")
 COMPAT_MODES = ("method", "reference")
 
+# The cosine head's scale s (SPEC §2). Chosen on dev splits: see README "The cosine head's scale".
+DEFAULT_AMW_SCALE = 10.0
+
 DATASET_DIMS = {
     "iemocap": {"a": 512, "t": 768, "v": 1024},
     "meld": {"a": 300, "t": 768, "v": 342},
@@ -52,7 +55,7 @@ class Ada2IConfig:
     mmt_nlayers: int = 2
     drop_rate: float = 0.5
     mmcosine: bool = True
-    amw_scale: float = 1.0
+    amw_scale: float | None = None  # s of the cosine head; None: DEFAULT_AMW_SCALE (method), 1 (reference)
     lambda_modal: float = 0.0
     compat: str = "method"
     # balancing (SPEC §3)
@@ -127,9 +130,11 @@ class Ada2IConfig:
             raise ValueError(f"compat must be one of {COMPAT_MODES}, got {self.compat!r}")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"drop_rate must lie in [0, 1), got {self.drop_rate}")
-        for name in ("lr", "max_grad_norm", "amw_scale"):
+        for name in ("lr", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.amw_scale is not None and not self.amw_scale > 0:
+            raise ValueError(f"amw_scale must be positive (or None for the mode's default), got {self.amw_scale}")
         for name in ("weight_decay", "lambda_modal", "alpha"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
@@ -139,6 +144,14 @@ class Ada2IConfig:
     @property
     def n_modalities(self) -> int:
         return len(self.modalities)
+
+    @property
+    def cosine_scale(self) -> float:
+        """The s that multiplies the AMW head's cosines: ``amw_scale``, else the mode's default
+        (the public code has no scale, so ``compat="reference"`` uses 1)."""
+        if self.amw_scale is not None:
+            return float(self.amw_scale)
+        return DEFAULT_AMW_SCALE if self.compat == "method" else 1.0
 
 
 def _check_int(name: str, value, minimum: int) -> None:

@@ -25,7 +25,7 @@ class Ada2IOutput:
 
     log_probs: Tensor  # [N, C] fused
     unimodal_logits: Tensor  # [M, N, C] un-normalised z_m W_m^T + b/M
-    feature_loss: Tensor  # scalar, summed over AFW layers and modalities
+    feature_loss: Tensor  # scalar: per AFW layer the mean over modalities, summed over layers
     labels: Tensor | None = None  # [N]
     scores: Tensor | None = None  # [M]
     ratios: Tensor | None = None  # [M]

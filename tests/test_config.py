@@ -48,3 +48,18 @@ def test_unknown_dataset_and_fields():
 def test_dict_round_trip():
     config = Ada2IConfig.preset("meld", compat="reference")
     assert Ada2IConfig.from_dict(config.to_dict()) == config
+
+
+def test_cosine_scale_defaults_to_ten_for_the_method_and_one_for_the_public_code():
+    from ada2i_fast.model import Ada2I
+    from conftest import tiny_config
+
+    assert Ada2IConfig().amw_scale is None and Ada2IConfig().cosine_scale == 10.0
+    assert Ada2IConfig(compat="reference").cosine_scale == 1.0  # the public code has no scale
+    assert Ada2IConfig(amw_scale=3.0).cosine_scale == 3.0
+    assert Ada2I(tiny_config()).head.scale == 10.0
+    # A config saved before s had a default keeps the value it stored.
+    old = Ada2IConfig.from_dict({**Ada2IConfig().to_dict(), "amw_scale": 1.0})
+    assert old.cosine_scale == 1.0
+    with pytest.raises(ValueError, match="amw_scale"):
+        Ada2IConfig(amw_scale=0.0)
