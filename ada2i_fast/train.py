@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name in _DATA_FIELDS:
             continue
         flag = "--" + f.name.replace("_", "-")
-        default_type = type(f.default)
+        default_type = float if f.default is None else type(f.default)  # amw_scale: None means the mode's s
         if default_type is bool:
             hyper.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
@@ -72,6 +72,9 @@ def build_config(args: argparse.Namespace, corpus: Corpus) -> Ada2IConfig:
         for f in dataclasses.fields(Ada2IConfig)
         if f.name not in _DATA_FIELDS and getattr(args, f.name) is not None
     }
+    if "modalities" not in overrides:  # the preset's modalities that the data has (text-only transcripts: "t")
+        preset = Ada2IConfig.preset(args.dataset).modalities
+        overrides["modalities"] = "".join(m for m in preset if m in corpus.dims) or preset
     config = Ada2IConfig.preset(args.dataset, **overrides)
     missing = [m for m in config.modalities if m not in corpus.dims]
     if missing:

@@ -1,9 +1,10 @@
 """A safe columnar cache of a legacy pickle: one .npy per array per split plus a JSON manifest.
 
 Layout: ``<dir>/manifest.json`` and ``<dir>/<split>/{a,t,v,labels,speakers,offsets}.npy``.
-Arrays load with ``allow_pickle=False`` (features memory-mapped). The manifest records the
-source file's size, mtime and sha256 (to notice a changed source), every array's shape and dtype,
-and a checksum of itself (to notice a hand-edited manifest).
+Arrays load with ``allow_pickle=False`` (features memory-mapped). The manifest records where the
+data came from (a legacy pickle's size, mtime and sha256, to notice a changed source; or the
+transcript files a corpus was built from), every array's shape and dtype, and a checksum of
+itself (to notice a hand-edited manifest).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .legacy import read_legacy
 FORMAT = "ada2i-columnar-cache"
 VERSION = 1
 MANIFEST = "manifest.json"
+LEGACY = "legacy-pickle"  # source kinds: a legacy pickle's cache, or "transcripts" (data.transcripts)
 
 
 class CacheError(ValueError):
@@ -57,7 +59,7 @@ def load_or_build(
     if not (directory.exists() and _source_unchanged(read_manifest(directory)["source"], source)):
         corpus = read_legacy(source, dataset, task=task)
         try:
-            write_cache(corpus, directory, source=source, task=task)
+            write_cache(corpus, directory, source=dict(kind=LEGACY, **file_record(source)), task=task)
         except OSError as error:
             warnings.warn(f"could not write the data cache {directory} ({error}); read {source} directly",
                           stacklevel=2)
@@ -65,9 +67,17 @@ def load_or_build(
     return dataclasses.replace(load_cache(directory, dataset=dataset, task=task), source=str(source))
 
 
-def write_cache(corpus: Corpus, directory: str | PathLike, *, source: str | PathLike, task: str = "7class") -> None:
-    """Write ``corpus`` as a cache of ``source``; atomic (built in a temp dir, then renamed)."""
-    directory, source = Path(directory), Path(source)
+def file_record(path: str | PathLike) -> dict:
+    """What a manifest records of a source file: resolved path, size, mtime and sha256."""
+    path = Path(path)
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+
+
+def write_cache(corpus: Corpus, directory: str | PathLike, *, source: dict, task: str = "7class") -> None:
+    """Write ``corpus`` with ``source`` (a JSON record of where it came from, with a ``kind``);
+    atomic (built in a temp dir, then renamed)."""
+    directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -79,19 +89,13 @@ def write_cache(corpus: Corpus, directory: str | PathLike, *, source: str | Path
                 np.save(tmp / name / f"{key}.npy", np.ascontiguousarray(array), allow_pickle=False)
                 arrays[key] = {"shape": list(array.shape), "dtype": str(array.dtype)}
             splits[name] = {"dialogue_ids": list(split.dialogue_ids), "arrays": arrays}
-        stat = source.stat()
         manifest = {
             "format": FORMAT,
             "version": VERSION,
             "dataset": corpus.name,
             "task": task if corpus.name == "mosei" else None,
             "classes": list(corpus.classes),
-            "source": {
-                "path": str(source.resolve()),
-                "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns,
-                "sha256": _sha256(source),
-            },
+            "source": source,
             "splits": splits,
         }
         manifest["checksum"] = _checksum(manifest)
@@ -125,11 +129,14 @@ def load_cache(directory: str | PathLike, *, dataset: str | None = None, task: s
     """Open a cache directory (features memory-mapped read-only); checks it against its manifest.
 
     The corpus's ``source`` is the directory, which :func:`load_corpus` accepts as a path.
+    ``dataset`` checks a legacy pickle's cache; a transcript corpus brings its own classes and
+    trains under any dataset's preset.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
     wanted = (dataset, task if dataset == "mosei" else None)
-    if dataset is not None and (manifest["dataset"], manifest["task"]) != wanted:
+    legacy = manifest["source"].get("kind", LEGACY) == LEGACY
+    if legacy and dataset is not None and (manifest["dataset"], manifest["task"]) != wanted:
         raise CacheError(
             f"{directory} caches dataset {manifest['dataset']!r} (task {manifest['task']!r}), "
             f"not {dataset!r}" + (f" (task {task!r})" if dataset == "mosei" else "")
