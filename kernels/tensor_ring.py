@@ -284,11 +284,22 @@ def _rank_projection_backward_kernel(
 
 _BLOCK_N = 32
 _BLOCK_H = 64
+MAX_RANK = 64  # one BLOCK_R tile holds a whole rank vector
+MAX_MODALITIES = 3  # the reduce kernel unrolls a, t, v
 
 
 def _block(n: int, cap: int) -> int:
     """A power-of-two tile >= n up to cap, never below 16 (tl.dot's minimum)."""
     return max(16, min(cap, triton.next_power_of_2(n)))
+
+
+def check_triton_limits(n_modalities: int, rank: int) -> None:
+    """Raise ``ValueError`` for a shape the Triton kernels do not compute (the torch paths take any)."""
+    if n_modalities > MAX_MODALITIES or rank > MAX_RANK:
+        raise ValueError(
+            f"the Triton tensor ring takes at most {MAX_MODALITIES} modalities and rank <= {MAX_RANK}; got "
+            f"{n_modalities} modalities at rank {rank}. Use the torch path: ada2i_fast.set_backend('torch')"
+        )
 
 
 def _dot_config(dtype: torch.dtype) -> dict:
@@ -309,7 +320,7 @@ def _project(h: Tensor, rank_weight: Tensor, rank_bias: Tensor, products: bool) 
     out = torch.empty(2 if products else 4, n_mod, n, r, dtype=torch.float32, device=h.device)
     _rank_projection_forward_kernel[(triton.cdiv(n, _BLOCK_N), n_mod)](
         h, rank_weight, rank_bias, out, n, hidden, r, out.stride(1), out.stride(0),
-        PRODUCTS=products, BLOCK_N=_BLOCK_N, BLOCK_K=_block(hidden, 64), BLOCK_R=_block(r, 32),
+        PRODUCTS=products, BLOCK_N=_BLOCK_N, BLOCK_K=_block(hidden, 64), BLOCK_R=_block(r, MAX_RANK),
         **_dot_config(h.dtype),
     )
     return out
@@ -318,14 +329,12 @@ def _project(h: Tensor, rank_weight: Tensor, rank_bias: Tensor, products: bool) 
 def _reduce(u: Tensor, v: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """M_m and P_m [M, B, R, R] and w [M, N, R] from u, v [M, N, R] and the mean weights [B, T]."""
     n_mod, n, r = u.shape
-    if n_mod > 3:
-        raise ValueError(f"the Triton tensor ring takes at most 3 modalities (a, t, v), got {n_mod}")
     b, t = weights.shape
     m_all = torch.empty(n_mod, b, r, r, dtype=torch.float32, device=u.device)
     p = torch.empty_like(m_all)
     w = torch.empty_like(u)
     _ring_reduce_forward_kernel[(b,)](
-        u, v, weights, m_all, p, w, t, r, N_MOD=n_mod, BLOCK_T=_block(t, 32), BLOCK_R=_block(r, 32)
+        u, v, weights, m_all, p, w, t, r, N_MOD=n_mod, BLOCK_T=_block(t, 32), BLOCK_R=_block(r, MAX_RANK)
     )
     return m_all, p, w
 
@@ -337,7 +346,7 @@ def _attention(h: Tensor, u: Tensor, w: Tensor, att_weight: Tensor, att_bias: Te
     block_h = _block(hidden, _BLOCK_H)
     _ring_attention_forward_kernel[(triton.cdiv(n, _BLOCK_N), triton.cdiv(hidden, block_h), n_mod)](
         h, u, w, att_weight, att_bias, y, a, beta, n, hidden, r,
-        BLOCK_N=_BLOCK_N, BLOCK_H=block_h, BLOCK_R=_block(r, 32), **_dot_config(h.dtype),
+        BLOCK_N=_BLOCK_N, BLOCK_H=block_h, BLOCK_R=_block(r, MAX_RANK), **_dot_config(h.dtype),
     )
     return y, a
 
@@ -349,7 +358,7 @@ def _attention_backward(h, dy, da, u, w, att_weight) -> tuple[Tensor, Tensor]:
     du, dw = torch.empty_like(u), torch.empty_like(w)
     _ring_attention_backward_kernel[(triton.cdiv(n, _BLOCK_N), n_mod)](
         h, dy, da, u, w, att_weight, du, dw, n, hidden, r,
-        BLOCK_N=_BLOCK_N, BLOCK_H=_block(hidden, _BLOCK_H), BLOCK_R=_block(r, 32), **_dot_config(h.dtype),
+        BLOCK_N=_BLOCK_N, BLOCK_H=_block(hidden, _BLOCK_H), BLOCK_R=_block(r, MAX_RANK), **_dot_config(h.dtype),
     )
     return du, dw
 
@@ -373,7 +382,7 @@ def _projection_backward(d_proj: Tensor, rank_weight: Tensor, dy: Tensor, a: Ten
     block_h = _block(hidden, _BLOCK_H)
     _rank_projection_backward_kernel[(triton.cdiv(n, _BLOCK_N), triton.cdiv(hidden, block_h), n_mod)](
         d_proj, rank_weight, dy, a, dh, beta, n, hidden, j,
-        BLOCK_N=_BLOCK_N, BLOCK_H=block_h, BLOCK_J=_block(j, 128), **_dot_config(dy.dtype),
+        BLOCK_N=_BLOCK_N, BLOCK_H=block_h, BLOCK_J=_block(j, 4 * MAX_RANK), **_dot_config(dy.dtype),
     )
     return dh
 
@@ -444,6 +453,7 @@ def tensor_ring(
     """``(y, a)`` of one AFW layer for all modalities; see ``tensor_ring_torch`` for the shapes."""
     impl = resolve(h.device)
     if impl == "triton":
+        check_triton_limits(h.shape[0], rank_weight.shape[1] // 4)
         return TensorRingFunction.apply(
             h, mask, rank_weight, rank_bias, att_weight, att_bias, float(beta), mean_over_padding
         )

@@ -102,6 +102,20 @@ def test_factored_matches_literal_float32(n_mod, lengths, hidden, rank, mean_ove
     _assert_matches_oracle(_factored, n_mod, lengths, hidden, rank, torch.float32, mean_over_padding)
 
 
+@pytest.mark.parametrize("n_mod, rank", [(3, 33), (2, 48), (3, 64)])
+def test_triton_matches_literal_up_to_the_largest_supported_rank(n_mod, rank):
+    _assert_matches_oracle(_triton, n_mod, [3, 2], 8, rank, torch.float32, False)
+
+
+@pytest.mark.parametrize("n_mod, rank, message", [(3, 65, "rank 65"), (4, 6, "4 modalities")])
+def test_triton_refuses_shapes_beyond_its_limits(n_mod, rank, message):
+    inputs = _inputs(n_mod, [2], 8, rank, torch.float32)
+    with pytest.raises(ValueError, match=f"at most 3 modalities and rank <= 64; got .*{message}"):
+        _triton(*inputs, BETA)
+    y, _ = _factored(*inputs, BETA)  # the torch path takes any shape
+    assert y.shape == inputs[0].shape
+
+
 def test_triton_dialogue_is_independent_of_its_batch():
     """With the masked mean a dialogue's outputs do not depend on the dialogues batched with it (SPEC §5)."""
     inputs = _inputs(3, [5, 2], 8, 6, torch.float32)
@@ -158,7 +172,7 @@ def test_triton_backend_falls_back_to_torch_without_triton(monkeypatch):
 
 def _lower_every_kernel_for_cuda() -> None:
     """Compiles each kernel to a cubin: float32 with 16-wide rank tiles for sm_80, bfloat16 with 32-wide ones
-    for sm_90. Run in a process without TRITON_INTERPRET, where the kernels are real JIT functions."""
+    for sm_90, and float32 with the largest rank tile (64) for sm_90. Run in a process without TRITON_INTERPRET, where the kernels are real JIT functions."""
     import triton
     import triton.language as tl
     from triton.backends.compiler import GPUTarget
@@ -179,6 +193,7 @@ def _lower_every_kernel_for_cuda() -> None:
     for capability, io_type, dot_dtype, precision, block_r in (
         (80, "fp32", tl.float32, "tf32", 16),
         (90, "bf16", tl.bfloat16, "ieee", 32),
+        (90, "fp32", tl.float32, "tf32", kernels.MAX_RANK),
     ):
         dot = {"DOT_DTYPE": dot_dtype, "PRECISION": precision}
         tiles = {"BLOCK_N": 32, "BLOCK_H": 64}
@@ -186,7 +201,7 @@ def _lower_every_kernel_for_cuda() -> None:
             lower(kernels._rank_projection_forward_kernel, io_type,
                   {"PRODUCTS": products, "BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_R": block_r, **dot}, capability)
         lower(kernels._ring_reduce_forward_kernel, io_type,
-              {"N_MOD": block_r // 16 + 1, "BLOCK_T": 32, "BLOCK_R": block_r}, capability)
+              {"N_MOD": min(block_r // 16 + 1, 3), "BLOCK_T": 32, "BLOCK_R": block_r}, capability)
         lower(kernels._ring_attention_forward_kernel, io_type, {**tiles, "BLOCK_R": block_r, **dot}, capability)
         lower(kernels._ring_attention_backward_kernel, io_type, {**tiles, "BLOCK_R": block_r, **dot}, capability)
         lower(kernels._ring_weight_backward_kernel, io_type, {**tiles, "BLOCK_K": 2 * block_r, **dot}, capability)
