@@ -51,6 +51,22 @@ def test_twin_stds_match_tensor_std():
     torch.testing.assert_close(torch.stack(unbiased_stds(grads)), want, rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mean, std", [(1.0, 1e-4), (1e4, 1.0)])
+def test_stds_of_ill_conditioned_gradients_match_float64(backend, mean, std):
+    """A mean that dwarfs the spread: Σg² − n·mean² would cancel every float32 digit."""
+    gen = torch.Generator().manual_seed(0)
+    grads = [(mean + std * torch.randn(s, generator=gen, dtype=torch.float64)) for s in ((9001,), (33, 7))]
+    want = torch.stack([g.std() for g in grads])
+    grads32 = [g.float() for g in grads]
+    if backend == "torch":
+        found = torch.stack(unbiased_stds(grads32)).double()
+    else:
+        common, layout = _multi_tensor(grads32, [0, 1], torch.ones(2))
+        found = _scaled_stds(common, layout).double()
+    torch.testing.assert_close(found, want, rtol=1e-3, atol=0)
+
+
 def test_triton_stds_match_tensor_std_of_the_scaled_gradients():
     grads = _grads()
     coefficients = torch.tensor([0.25, 1.0, 0.6])
