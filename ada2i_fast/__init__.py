@@ -1,7 +1,7 @@
 """ada2i_fast: Ada2I (multimodal emotion recognition in conversation) with fused kernels."""
 
 from .batch import Batch
-from .config import Ada2IConfig
+from .config import Ada2IConfig, TrainConfig
 from .kernels import get_backend, set_backend, use_backend
 from .model import Ada2I, Ada2IOutput, Prediction
 
@@ -11,6 +11,7 @@ __all__ = [
     "Ada2IOutput",
     "Batch",
     "Prediction",
+    "TrainConfig",
     "get_backend",
     "set_backend",
     "use_backend",

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .config import Semantics
 from .dropout import UniformDropout
 from .kernels import tensor_ring
 
@@ -26,17 +27,17 @@ def _linear_init_(weight: Tensor, bias: Tensor) -> None:
 class AFWLayer(nn.Module):
     """One interaction layer for M modalities of hidden size H at tensor rank R."""
 
-    def __init__(self, n_modalities: int, hidden: int, rank: int, beta: float, reference: bool) -> None:
+    def __init__(self, n_modalities: int, hidden: int, rank: int, beta: float, semantics: Semantics) -> None:
         super().__init__()
         m, h, r = n_modalities, hidden, rank
-        self.rank_weight = nn.Parameter(torch.empty(m, 4 * r, h))  # q1, k1, q2, k2
+        self.rank_weight = nn.Parameter(torch.empty(m, 4 * r, h))  # kernels.RANK_PROJECTIONS, stacked
         self.rank_bias = nn.Parameter(torch.empty(m, 4 * r))
         self.att_weight = nn.Parameter(torch.empty(m, h, r * r))
         self.att_bias = nn.Parameter(torch.empty(m, h))
         self.map_weight = nn.Parameter(torch.empty(m, h, h))  # FC_m, the attention-mapping net
         self.map_bias = nn.Parameter(torch.empty(m, h))
         self.beta = beta
-        self.reference = reference
+        self.semantics = semantics
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -53,6 +54,7 @@ class AFWLayer(nn.Module):
         ``flat_index`` [N] lists the real utterances of the [B*T] grid: the method's feature loss
         maps and compares only those rows; the public code's averages over every padded row too.
         """
+        semantics = self.semantics
         y, a = tensor_ring(
             h,
             mask,
@@ -61,12 +63,12 @@ class AFWLayer(nn.Module):
             self.att_weight,
             self.att_bias,
             self.beta,
-            mean_over_padding=self.reference,
+            mean_over_padding=semantics.mean_over_padding,
         )
         m, b, t, hidden = h.shape
         rows = h.reshape(m, b * t, hidden)
-        target = (y if self.reference else a).reshape(m, b * t, hidden)
-        if not self.reference:
+        target = (a if semantics.feature_target == "attention" else y).reshape(m, b * t, hidden)
+        if semantics.feature_rows == "real":
             rows, target = rows.index_select(1, flat_index), target.index_select(1, flat_index)
         mapped = torch.baddbmm(self.map_bias.unsqueeze(1), rows, self.map_weight.transpose(1, 2))
         return y, (mapped - target).abs().mean()  # the mean over modalities too (SPEC §2)
@@ -75,9 +77,11 @@ class AFWLayer(nn.Module):
 class AFW(nn.Module):
     """``mmt_nlayers`` AFW layers, each followed by dropout; returns the feature loss summed over layers."""
 
-    def __init__(self, n_modalities: int, hidden: int, rank: int, beta: float, n_layers: int, drop_rate: float, reference: bool) -> None:
+    def __init__(
+        self, n_modalities: int, hidden: int, rank: int, beta: float, n_layers: int, drop_rate: float, semantics: Semantics
+    ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(AFWLayer(n_modalities, hidden, rank, beta, reference) for _ in range(n_layers))
+        self.layers = nn.ModuleList(AFWLayer(n_modalities, hidden, rank, beta, semantics) for _ in range(n_layers))
         self.dropout = UniformDropout(drop_rate)
 
     def forward(self, h: Tensor, mask: Tensor, flat_index: Tensor) -> tuple[Tensor, Tensor]:

@@ -14,11 +14,8 @@ class ClassifierHead(nn.Module):
     def __init__(self, config: Ada2IConfig) -> None:
         super().__init__()
         self.fc_out = nn.Linear(config.n_modalities * config.hidden, config.num_classes)
-        self.scale = config.cosine_scale
-        if not config.mmcosine:
-            self.normalisation = "none"
-        else:
-            self.normalisation = "class" if config.compat == "method" else "feature"
+        self.scale = config.semantics.cosine_scale
+        self.normalisation = config.semantics.head_normalisation
 
     def forward(self, z: Tensor, labels: Tensor | None = None):
         """``z`` [M, N, H] -> (fused logits [N, C], unimodal logits [M, N, C], scores [M] or None)."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from .atomic import atomic_open
-from .config import Ada2IConfig
+from .config import Ada2IConfig, TrainConfig
 from .model import Ada2I
+from .torch_file import read_checkpoint
 
 FORMAT = "ada2i_fast/1"
 
@@ -25,18 +24,6 @@ def save_checkpoint(path, model: Ada2I, **metadata) -> None:
         torch.save(payload, handle)
 
 
-def read_checkpoint(path) -> dict:
-    """The raw payload of a checkpoint file (ours or the authors'), refusing anything but tensors,
-    plain containers and ``argparse.Namespace``; nothing in the file runs."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
-    except Exception as error:
-        raise ValueError(f"{path}: not a loadable checkpoint (refused or corrupt): {error}") from error
-
-
 def is_own_checkpoint(payload) -> bool:
     return isinstance(payload, dict) and payload.get("format") == FORMAT
 
@@ -48,7 +35,11 @@ def load_checkpoint(path) -> tuple[Ada2I, dict]:
         raise ValueError(f"{path}: not an ada2i_fast checkpoint (expected format {FORMAT!r})")
     model = Ada2I(Ada2IConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
-    return model, payload["metadata"]
+    metadata = dict(payload["metadata"])
+    # Checkpoints written before the recipe left the model config kept it there.
+    recipe = {k: v for k, v in payload["config"].items() if k in TrainConfig.field_names()}
+    metadata.setdefault("train_config", recipe)
+    return model, metadata
 
 
 def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:

@@ -33,7 +33,7 @@ class TransformerEncoder(nn.Module):
             layer, num_layers=config.encoder_nlayers, enable_nested_tensor=False
         )
         self.lin_out = nn.Linear(input_dim, config.hidden)
-        self.mask_padding = config.compat == "method"
+        self.mask_padding = config.semantics.mask_padding
 
     def forward(self, x: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
         padding = ~mask if self.mask_padding else None

@@ -8,9 +8,9 @@ import os
 import torch
 
 from .checkpoint import load_any_checkpoint
-from .config import DATASETS
+from .config import DATASETS, TrainConfig
 from .data import load_corpus
-from .metrics import evaluate
+from .eval_loop import evaluate_split
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,17 +39,18 @@ def report(args: argparse.Namespace) -> dict:
     dataset = args.dataset or metadata.get("dataset")
     if dataset is None:
         raise SystemExit("error: this checkpoint does not record its dataset; pass --dataset")
+    recipe = TrainConfig(**metadata.get("train_config", {}))
     recorded = metadata.get("data")
     path = args.data or (None if recorded is None or recorded.startswith("synthetic") else recorded)
     corpus = load_corpus(
         dataset,
         path,
-        seed=model.config.seed,
+        seed=recipe.seed,
         synthetic_size=metadata.get("size", 1.0),
         task=metadata.get("task", "7class"),
     ).validate(num_classes=model.config.num_classes)
     device = torch.device(args.device)
-    result = evaluate(model.to(device), corpus.splits[args.split], batch_size=model.config.batch_size, device=device)
+    result = evaluate_split(model.to(device), corpus.splits[args.split], batch_size=recipe.batch_size, device=device)
     print(f"{args.split} on {corpus.source}: accuracy {result.accuracy:.4f} | weighted F1 {result.weighted_f1:.4f}")
     print(result.report(corpus.classes))
     return result.summary(corpus.classes)

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from .afw import AFW
 from .amw import ClassifierHead
-from .balance import disparity_ratios, modulation_coefficients
 from .batch import Batch
 from .config import Ada2IConfig
 from .encoders import build_encoder, encode_all
@@ -20,7 +19,8 @@ from .encoders import build_encoder, encode_all
 class Ada2IOutput:
     """What one forward pass gives. N counts real utterances, dialogue after dialogue.
 
-    ``ratios`` and ``coefficients`` (SPEC §3) are present when the batch has labels.
+    ``labels`` and ``scores`` (the disparity scores s_m of SPEC §3, no gradient) are present when the
+    batch has labels; turning scores into ratios and coefficients is training policy (``balance``).
     """
 
     log_probs: Tensor  # [N, C] fused
@@ -28,8 +28,6 @@ class Ada2IOutput:
     feature_loss: Tensor  # scalar: per AFW layer the mean over modalities, summed over layers
     labels: Tensor | None = None  # [N]
     scores: Tensor | None = None  # [M]
-    ratios: Tensor | None = None  # [M]
-    coefficients: Tensor | None = None  # [M]
 
 
 @dataclass
@@ -59,7 +57,7 @@ class Ada2I(nn.Module):
             config.beta,
             config.mmt_nlayers,
             config.drop_rate,
-            reference=config.compat == "reference",
+            config.semantics,
         )
         self.head = ClassifierHead(config)
 
@@ -91,12 +89,7 @@ class Ada2I(nn.Module):
         z = h.reshape(m, b * t, hidden).index_select(1, batch.flat_index)
         labels = batch.flat_labels() if batch.labels is not None else None
         fused, unimodal, scores = self.head(z, labels)
-        output = Ada2IOutput(F.log_softmax(fused, dim=-1), unimodal, feature_loss, labels)
-        if scores is not None:
-            output.scores = scores
-            output.ratios = disparity_ratios(scores)
-            output.coefficients = modulation_coefficients(output.ratios, self.config.alpha)
-        return output
+        return Ada2IOutput(F.log_softmax(fused, dim=-1), unimodal, feature_loss, labels, scores)
 
     def loss_terms(self, output: Ada2IOutput) -> dict[str, Tensor]:
         """``classification`` (L_cls), ``feature`` (L_feature) and ``modal`` (weighted L_modal_aux)."""
@@ -107,9 +100,17 @@ class Ada2I(nn.Module):
             "feature": output.feature_loss,
         }
         if self.config.lambda_modal:
-            per_modality = [F.cross_entropy(logits, output.labels) for logits in output.unimodal_logits]
-            terms["modal"] = self.config.lambda_modal * torch.stack(per_modality).sum()
+            terms["modal"] = self.config.lambda_modal * self.unimodal_losses(output).sum()
         return terms
+
+    @staticmethod
+    def unimodal_losses(output: Ada2IOutput) -> Tensor:
+        """[M] cross-entropy of each modality's un-normalised logits (L_modal_aux's terms)."""
+        n_mod, n, n_classes = output.unimodal_logits.shape
+        losses = F.cross_entropy(
+            output.unimodal_logits.reshape(n_mod * n, n_classes), output.labels.repeat(n_mod), reduction="none"
+        )
+        return losses.reshape(n_mod, n).mean(1)
 
     def loss(self, output: Ada2IOutput) -> Tensor:
         """L = L_cls + L_feature (+ lambda_modal * L_modal_aux)."""

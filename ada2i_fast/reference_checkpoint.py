@@ -14,16 +14,16 @@ import re
 import torch
 from torch import Tensor
 
-from .checkpoint import read_checkpoint
+from .torch_file import read_checkpoint
 from .config import DATASETS, Ada2IConfig
+from .kernels import RANK_PROJECTIONS
 
 _FIRST_RANK_KEY = "net.mmt.layers.0.attention.trans_q1.0.lin.weight"
-_RANK_PARTS = ("trans_q1", "trans_k1", "trans_q2", "trans_k2")  # our stacking order (q1, k1, q2, k2)
+_RANK_PARTS = tuple(f"trans_{name}" for name in RANK_PROJECTIONS)
 _ARG_ALIASES = {
     "beta": ("beta",),
     "drop_rate": ("drop_rate", "dropout"),
     "mmcosine": ("mmcosine",),
-    "alpha": ("alpha",),
     "encoder": ("encoder_modules", "encoder"),
 }
 
@@ -45,9 +45,8 @@ def config_from_reference(args: argparse.Namespace, state: dict[str, Tensor], **
         raise ValueError("reference checkpoint args lack 'modalities' (e.g. 'atv')")
     first = modalities[0]
     encoder_prefix = f"net.encoder.{first}."
-    if f"{encoder_prefix}lin_out.weight" not in state:
-        raise ValueError(f"reference checkpoint lacks {encoder_prefix}lin_out.weight")
-    hidden = state[f"{encoder_prefix}lin_out.weight"].shape[0]
+    lin_out = {m: _require(state, f"net.encoder.{m}.lin_out.weight") for m in modalities}
+    hidden = lin_out[first].shape[0]
     rank = state[_FIRST_RANK_KEY].shape[0] if _FIRST_RANK_KEY in state else 1
     mmt_layers = {int(k.split(".")[3]) for k in state if k.startswith("net.mmt.layers.")}
     encoder_layers = {
@@ -55,14 +54,14 @@ def config_from_reference(args: argparse.Namespace, state: dict[str, Tensor], **
         for k in state
         if (match := re.match(rf"net\.encoder\.{first}\.transformer_encoder\.layers\.(\d+)\.", k))
     }
-    input_dims = {m: state[f"net.encoder.{m}.lin_out.weight"].shape[1] for m in modalities}
+    input_dims = {m: weight.shape[1] for m, weight in lin_out.items()}
     ffn = state.get(f"{encoder_prefix}transformer_encoder.layers.0.linear1.weight")
     dataset = getattr(args, "dataset", None)
     base = Ada2IConfig.preset(dataset).to_dict() if dataset in DATASETS else Ada2IConfig().to_dict()
     base.update(
         modalities=modalities,
         input_dims=input_dims,
-        num_classes=state["net.fc_out.weight"].shape[0],
+        num_classes=_require(state, "net.fc_out.weight").shape[0],
         hidden=hidden,
         rank=rank,
         mmt_nlayers=len(mmt_layers),
@@ -87,12 +86,9 @@ def convert_state_dict(state: dict[str, Tensor], expected: dict[str, Tensor], co
     """
     state = dict(state)
     out = {}
-    for key in list(state):
-        if key.startswith("net.encoder."):
-            ours = "encoders." + key[len("net.encoder.") :]
-            if ours not in expected:
-                raise ValueError(f"reference checkpoint has unexpected key {key!r}")
-            out[ours] = _take(state, key, expected[ours].shape)
+    for ours, tensor in expected.items():
+        if ours.startswith("encoders."):
+            out[ours] = _take(state, "net.encoder." + ours[len("encoders.") :], tensor.shape)
     for part in ("weight", "bias"):
         out[f"head.fc_out.{part}"] = _take(state, f"net.fc_out.{part}", expected[f"head.fc_out.{part}"].shape)
     for layer in range(config.mmt_nlayers):
@@ -119,10 +115,15 @@ def convert_state_dict(state: dict[str, Tensor], expected: dict[str, Tensor], co
     return out
 
 
-def _take(state: dict[str, Tensor], key: str, shape) -> Tensor:
+def _require(state: dict[str, Tensor], key: str) -> Tensor:
     if key not in state:
         raise ValueError(f"reference checkpoint lacks key {key!r}")
-    value = state.pop(key)
+    return state[key]
+
+
+def _take(state: dict[str, Tensor], key: str, shape) -> Tensor:
+    value = _require(state, key)
+    del state[key]
     if tuple(value.shape) != tuple(shape):
         raise ValueError(f"reference checkpoint {key!r}: expected shape {tuple(shape)}, found {tuple(value.shape)}")
     return value

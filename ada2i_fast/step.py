@@ -4,52 +4,50 @@ from __future__ import annotations
 
 import torch
 
-from .balance import apply_modulation
+from .balance import apply_modulation, disparity_ratios, modulation_coefficients
 from .batch import Batch
+from .config import TrainConfig
 from .model import Ada2I, total_loss
 
 
-def make_optimizer(model: Ada2I) -> torch.optim.Adam:
+def make_optimizer(model: Ada2I, train_config: TrainConfig) -> torch.optim.Adam:
     """Adam with the recipe's weight decay; the fused implementation keeps its step counter off the host."""
-    config = model.config
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    return torch.optim.Adam(
+        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay, fused=True
+    )
 
 
 def train_step(
     model: Ada2I,
     batch: Batch,
     optimizer: torch.optim.Optimizer,
+    train_config: TrainConfig,
     *,
     modulate: bool,
     generator: torch.Generator | None = None,
-    precision: str = "fp32",
 ) -> dict[str, torch.Tensor]:
-    """forward -> loss -> backward -> clip -> (modulation) -> optimizer step.
+    """forward -> loss -> backward -> clip -> ratios -> (modulation) -> optimizer step.
 
-    ``precision="bf16"`` runs the forward pass under bfloat16 autocast. Returns detached device
-    tensors (loss terms, ratios, coefficients) for logging; reading them is the caller's choice,
-    so nothing here waits for the device.
+    ``train_config.precision == "bf16"`` runs the forward pass under bfloat16 autocast. Returns
+    detached device tensors (loss terms, unimodal losses, ratios, coefficients) for logging;
+    reading them is the caller's choice, so nothing here waits for the device.
     """
-    config = model.config
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=train_config.precision == "bf16"):
         output = model(batch)
         terms = model.loss_terms(output)
     loss = total_loss(terms)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.max_grad_norm)
+    ratios = disparity_ratios(output.scores)
+    coefficients = modulation_coefficients(ratios, train_config.alpha)
     if modulate:
-        apply_modulation(
-            model.encoder_parameters(), output.coefficients, noise=config.grad_noise, generator=generator
-        )
+        apply_modulation(model.encoder_parameters(), coefficients, noise=train_config.grad_noise, generator=generator)
     optimizer.step()
-    unimodal = torch.stack(
-        [torch.nn.functional.cross_entropy(logits.detach(), output.labels) for logits in output.unimodal_logits]
-    )
     return {
         "loss": loss.detach(),
         **{name: value.detach() for name, value in terms.items()},
-        "unimodal_loss": unimodal,
-        "ratios": output.ratios,
-        "coefficients": output.coefficients,
+        "unimodal_loss": model.unimodal_losses(output).detach(),
+        "ratios": ratios,
+        "coefficients": coefficients,
     }

@@ -13,7 +13,7 @@ import torch
 
 from torch import nn
 
-from ada2i_fast import Ada2I, Ada2IConfig, Batch, use_backend
+from ada2i_fast import Ada2I, Ada2IConfig, Batch, TrainConfig, use_backend
 from ada2i_fast.dropout import UniformDropout
 
 
@@ -27,18 +27,20 @@ def authors_model(config: Ada2IConfig) -> Ada2I:
     return model
 
 
-def authors_optimizer(model: Ada2I) -> torch.optim.Adam:
-    return torch.optim.Adam(model.parameters(), lr=model.config.lr, weight_decay=model.config.weight_decay)
+def authors_optimizer(model: Ada2I, recipe: TrainConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def authors_train_step(model: Ada2I, batch: Batch, optimizer: torch.optim.Optimizer, *, modulate: bool) -> float:
+def authors_train_step(
+    model: Ada2I, batch: Batch, optimizer: torch.optim.Optimizer, recipe: TrainConfig, *, modulate: bool
+) -> float:
     config = model.config
     optimizer.zero_grad()
     with use_backend("literal"):
         output = model(batch)
     loss = model.loss(output)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
     if modulate:
         scores = [0.0] * config.n_modalities
         probabilities = output.unimodal_logits.detach().softmax(-1)
@@ -48,10 +50,10 @@ def authors_train_step(model: Ada2I, batch: Batch, optimizer: torch.optim.Optimi
         weakest = min(scores)
         for m, params in enumerate(model.encoder_parameters()):
             ratio = scores[m] / weakest
-            k = 1 - math.tanh(config.alpha * ratio) if ratio > 1 else 1.0
+            k = 1 - math.tanh(recipe.alpha * ratio) if ratio > 1 else 1.0
             for p in params:
                 p.grad = p.grad * k
-                if config.grad_noise:
+                if recipe.grad_noise:
                     p.grad = p.grad + torch.zeros_like(p.grad).normal_(0, p.grad.std().item() + 1e-8)
     optimizer.step()
     return loss.item()

@@ -22,7 +22,7 @@ CONFIGURATIONS = {"ours": ["--backend", "auto", "--bucket"], "literal": ["--back
 
 def train_once(flags: list[str], seed: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        summary = train.train([*flags, "--seed", str(seed), "--out", out, "--quiet"])
+        summary = train.main([*flags, "--seed", str(seed), "--out", out, "--quiet"])
         epochs = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     utterances = sum(e["utterances_per_second"] * e["seconds"] for e in epochs)
     return {

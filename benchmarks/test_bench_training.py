@@ -13,8 +13,8 @@ import os
 import pytest
 import torch
 
-from ada2i_fast import Ada2I, Ada2IConfig, use_backend
-from ada2i_fast.data import iterate_batches, make_synthetic
+from ada2i_fast import Ada2I, Ada2IConfig, TrainConfig, use_backend
+from ada2i_fast.data import iterate_batches, make_synthetic, padding_waste
 from ada2i_fast.step import make_optimizer, train_step
 from authors_way import authors_model, authors_optimizer, authors_train_step
 
@@ -36,7 +36,8 @@ def _corpus(dataset: str):
 def _first_batch(dataset: str, config: Ada2IConfig):
     """A batch of B=10 dialogues drawn without bucketing, as the authors' loader does."""
     split = _corpus(dataset).splits["train"]
-    return next(iterate_batches(split, config.modalities, config.batch_size, shuffle=True, seed=0)).to(DEVICE)
+    batch_size = TrainConfig.preset(dataset).batch_size
+    return next(iterate_batches(split, config.modalities, batch_size, shuffle=True, seed=0)).to(DEVICE)
 
 
 def _sync():
@@ -60,19 +61,20 @@ def test_train_step(benchmark, dataset, way):
     config = _config(dataset)
     model = (Ada2I(config) if way == "ours" else authors_model(config)).to(DEVICE)
     batch = _first_batch(dataset, config)
+    recipe = TrainConfig.preset(dataset)
     if way == "ours":
-        optimizer = make_optimizer(model)
+        optimizer = make_optimizer(model, recipe)
         generator = torch.Generator(device=DEVICE).manual_seed(0)
 
         def step():
-            train_step(model, batch, optimizer, modulate=True, generator=generator)
+            train_step(model, batch, optimizer, recipe, modulate=True, generator=generator)
             _sync()
 
     else:
-        optimizer = authors_optimizer(model)
+        optimizer = authors_optimizer(model, recipe)
 
         def step():
-            authors_train_step(model, batch, optimizer, modulate=True)
+            authors_train_step(model, batch, optimizer, recipe, modulate=True)
 
     step()  # warm-up: optimizer state, allocator
     benchmark.group = f"train step {dataset} (B=10, T={batch.max_len}, {batch.num_utterances} utterances)"
@@ -105,24 +107,21 @@ def test_epoch(benchmark, way):
     config = _config("iemocap")
     split = _corpus("iemocap").splits["train"]
     model = (Ada2I(config) if ours else authors_model(config)).to(DEVICE)
-    optimizer = make_optimizer(model) if ours else authors_optimizer(model)
+    recipe = TrainConfig.preset("iemocap")
+    optimizer = make_optimizer(model, recipe) if ours else authors_optimizer(model, recipe)
     generator = torch.Generator(device=DEVICE).manual_seed(0)
-    real = cells = 0
+    order = dict(shuffle=True, seed=0, bucket=ours)
 
     def epoch():
-        nonlocal real, cells
-        real = cells = 0
-        for batch in iterate_batches(split, config.modalities, config.batch_size, shuffle=True, seed=0, bucket=ours):
+        for batch in iterate_batches(split, config.modalities, recipe.batch_size, **order):
             batch = batch.to(DEVICE)
             if ours:
-                train_step(model, batch, optimizer, modulate=True, generator=generator)
+                train_step(model, batch, optimizer, recipe, modulate=True, generator=generator)
             else:
-                authors_train_step(model, batch, optimizer, modulate=True)
-            real += batch.num_utterances
-            cells += batch.batch_size * batch.max_len
+                authors_train_step(model, batch, optimizer, recipe, modulate=True)
         _sync()
 
     benchmark.group = f"train epoch synthetic iemocap ({split.num_dialogues} dialogues)"
     benchmark.pedantic(epoch, rounds=1 if SMOKE else 2, iterations=1)
-    benchmark.extra_info["padding_waste"] = 1 - real / cells
+    benchmark.extra_info["padding_waste"] = padding_waste(split, recipe.batch_size, **order)
     _record(benchmark, split.num_utterances)

@@ -1,4 +1,5 @@
-"""The tensor-ring interaction of one AFW layer, dispatched to Triton, factored torch or literal torch.
+"""The tensor-ring interaction of one AFW layer, dispatched to Triton, factored torch (``tensor_ring_torch``) or
+the literal oracle (``tensor_ring_literal``).
 
 The Triton path follows SPEC §6 with N = B*T rows per modality and float32 intermediates:
 
@@ -22,7 +23,8 @@ import torch
 from torch import Tensor
 
 from .backend import resolve, tl, triton
-from .tensor_ring_torch import chain_products, mean_weights, tensor_ring_factored, tensor_ring_literal
+from .tensor_ring_literal import tensor_ring_literal
+from .tensor_ring_torch import chain_products, mean_weights, tensor_ring_factored
 
 
 
@@ -450,7 +452,7 @@ def tensor_ring(
     *,
     mean_over_padding: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """``(y, a)`` of one AFW layer for all modalities; see ``tensor_ring_torch`` for the shapes."""
+    """``(y, a)`` of one AFW layer for all modalities; see ``tensor_ring_literal`` for the shapes."""
     impl = resolve(h.device)
     if impl == "triton":
         check_triton_limits(h.shape[0], rank_weight.shape[1] // 4)

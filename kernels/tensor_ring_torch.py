@@ -1,24 +1,27 @@
-"""Torch twins of the tensor-ring interaction (SPEC §2, §6).
+"""The factored torch twin of the tensor-ring interaction (SPEC §6) and its helpers.
 
 Shapes (M modalities, B dialogues, T padded length, H hidden, R rank):
     h           [M, B, T, H]  layer input per modality
     mask        [B, T] bool   real utterances
-    rank_weight [M, 4R, H]    the four Linear(H -> R) stacked as (q1, k1, q2, k2)
+    rank_weight [M, 4R, H]    the four Linear(H -> R) stacked in RANK_PROJECTIONS order
     rank_bias   [M, 4R]
     att_weight  [M, H, R*R]   Linear(R^2 -> H), input index a*R + c for C[a, c]
     att_bias    [M, H]
-Both functions return ``(y, a)``: ``y = a * h + beta * h`` and the attention weights ``a``.
+``tensor_ring_factored`` returns ``(y, a)``: ``y = a * h + beta * h`` and the attention weights ``a``.
 With ``mean_over_padding`` (the public code) M_m averages over all T rows; otherwise over the
 dialogue's real utterances only.
 
-``tensor_ring_literal`` follows SPEC §2 as written (outer products, chained R x R products) and is
-the test oracle. ``tensor_ring_factored`` uses the rank-one structure of SPEC §6 and is the CPU path.
+``tensor_ring_factored`` uses the rank-one structure of SPEC §6 and is the CPU path; the Triton path reuses
+``mean_weights`` and ``chain_products``. The test oracle, ``tensor_ring_literal``, lives in its own module and
+shares none of these helpers.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+RANK_PROJECTIONS = ("q1", "k1", "q2", "k2")  # the stacking order of rank_weight's 4R rows, every path
 
 
 def rank_projections(h: Tensor, rank_weight: Tensor, rank_bias: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -48,29 +51,6 @@ def chain_products(m_all: Tensor) -> Tensor:
                 p = p @ m_all[other]
         products.append(p)
     return torch.stack(products)
-
-
-def tensor_ring_literal(h, mask, rank_weight, rank_bias, att_weight, att_bias, beta, *, mean_over_padding=False):
-    q1, k1, q2, k2 = rank_projections(h, rank_weight, rank_bias)
-    g_q = q1.unsqueeze(-1) * q2.unsqueeze(-2)  # [M, B, T, R, R]
-    g_k = k1.unsqueeze(-1) * k2.unsqueeze(-2)
-    g_qk = g_q * g_k
-    weights = mean_weights(mask, h.shape[2], mean_over_padding, h.dtype)
-    m_all = torch.einsum("mbtac,bt->mbac", g_qk, weights)
-    c = g_qk
-    n_mod = h.shape[0]
-    chained = []
-    for m in range(n_mod):
-        c_m = c[m]
-        for other in range(n_mod):
-            if other != m:
-                c_m = c_m @ m_all[other].unsqueeze(1)
-        chained.append(c_m)
-    c = torch.stack(chained)
-    m_, b, t, r, _ = c.shape
-    a = torch.baddbmm(att_bias.unsqueeze(1), c.reshape(m_, b * t, r * r), att_weight.transpose(1, 2))
-    a = a.reshape(h.shape)
-    return a * h + beta * h, a
 
 
 def tensor_ring_factored(h, mask, rank_weight, rank_bias, att_weight, att_bias, beta, *, mean_over_padding=False):

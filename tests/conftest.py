@@ -42,7 +42,6 @@ def tiny_config(**overrides) -> Ada2IConfig:
         rank=3,
         ffn_dim=24,
         beta=0.55,
-        alpha=0.42,
     )
     values.update(overrides)
     return Ada2IConfig(**values)

@@ -6,12 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ada2i_fast.afw import AFWLayer
+from ada2i_fast.config import Semantics
 from ada2i_fast.kernels import tensor_ring, use_backend
 
 
 def _layer_inputs(n_mod, lengths, hidden, rank, dtype, reference, seed=0):
     torch.manual_seed(seed)
-    layer = AFWLayer(n_mod, hidden, rank, beta=0.3, reference=reference).to(dtype)
+    semantics = Semantics.of("reference" if reference else "method", mmcosine=True, amw_scale=None)
+    layer = AFWLayer(n_mod, hidden, rank, beta=0.3, semantics=semantics).to(dtype)
     t = max(lengths)
     h = torch.randn(n_mod, len(lengths), t, hidden, dtype=dtype, requires_grad=True)
     mask = torch.arange(t) < torch.tensor(lengths).unsqueeze(1)
@@ -84,10 +86,26 @@ def test_padding_is_ignored_by_the_masked_mean_only():
     garbage = h.detach().clone()
     garbage[:, ~mask] = 1e3
     for reference, should_match in ((False, True), (True, False)):
-        layer.reference = reference
+        layer.semantics = Semantics.of("reference" if reference else "method", mmcosine=True, amw_scale=None)
         y_clean, _ = layer(h.detach(), mask, mask.flatten().nonzero().flatten())
         y_garbage, _ = layer(garbage, mask, mask.flatten().nonzero().flatten())
         assert torch.allclose(y_clean[:, mask], y_garbage[:, mask]) == should_match
+    method = Semantics.of("method", mmcosine=True, amw_scale=None)
+    reference = Semantics.of("reference", mmcosine=True, amw_scale=None)
+    flat = mask.flatten().nonzero().flatten()
+    # Method: each dialogue's rows equal those of the dialogue run alone, cut to its own length.
+    layer.semantics = method
+    y_batch, _ = layer(garbage, mask, flat)
+    for b, n in enumerate([4, 2]):
+        y_alone, _ = layer(garbage[:, b : b + 1, :n], torch.ones(1, n, dtype=torch.bool), torch.arange(n))
+        torch.testing.assert_close(y_batch[:, b, :n], y_alone[:, 0], rtol=1e-12, atol=1e-12)
+    # Reference: the padded rows enter M_m as if they were utterances of the dialogue.
+    layer.semantics = reference
+    y_reference, _ = layer(garbage, mask, flat)
+    layer.semantics = method
+    every_row = torch.ones_like(mask)
+    y_all_real, _ = layer(garbage, every_row, every_row.flatten().nonzero().flatten())
+    torch.testing.assert_close(y_reference, y_all_real, rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=40, deadline=None)

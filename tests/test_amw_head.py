@@ -1,6 +1,7 @@
 """The AMW head: the torch twin's semantics on hand-computed cases, and the Triton kernels
 (under TRITON_INTERPRET=1 on CPU) against the twin evaluated in float64."""
 
+import importlib
 import math
 
 import pytest
@@ -9,6 +10,8 @@ import torch.nn.functional as F
 
 from ada2i_fast.kernels import amw_head, backend, use_backend
 from ada2i_fast.kernels.amw_head_torch import amw_head_torch
+
+amw_head_module = importlib.import_module("ada2i_fast.kernels.amw_head")  # the package exports the function
 
 # Triton (fp32 accumulation) vs the float64 twin. Low-precision inputs are compared on the same
 # rounded inputs; the outputs are rounded once to the input dtype (bf16 keeps 8 mantissa bits).
@@ -89,6 +92,18 @@ def test_triton_backward_with_one_output_unused(use_fused, use_unimodal):
     _assert_matches(got, want, torch.float32)
 
 
+def _cosine_head_by_hand(z, weight, bias, scale):
+    """SPEC §2 in float64, one modality and one class vector at a time: sum_m s*cos(z_m, W_m[c]) + b."""
+    n_mod, _, hidden = z.shape
+    fused = bias.double()
+    for m in range(n_mod):
+        block = weight[:, m * hidden : (m + 1) * hidden].double()
+        z_m = z[m].double()
+        cosines = (z_m @ block.T) / (z_m.norm(dim=1, keepdim=True) * block.norm(dim=1))
+        fused = fused + scale * cosines
+    return fused
+
+
 def test_triton_scores_carry_no_gradient_and_fused_feeds_cross_entropy():
     (z, weight, bias), labels, _, _ = _inputs(3, 30, 12, 6, torch.float32)
     z.requires_grad_()
@@ -96,19 +111,40 @@ def test_triton_scores_carry_no_gradient_and_fused_feeds_cross_entropy():
         fused, _, scores = amw_head(z, weight, bias, labels, 1.0, "class")
     assert not scores.requires_grad and scores.shape == (3,)
     F.cross_entropy(fused, labels).backward()
-    assert torch.isfinite(z.grad).all()
+    z64 = z.detach().double().requires_grad_()
+    want_fused = _cosine_head_by_hand(z64, weight, bias, 1.0)
+    F.cross_entropy(want_fused, labels).backward()
+    torch.testing.assert_close(fused.detach().double(), want_fused.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z.grad.double(), z64.grad, rtol=1e-4, atol=1e-7)
+    hidden = z.shape[-1]
+    want_scores = torch.stack([
+        (z64[m].detach() @ weight[:, m * hidden : (m + 1) * hidden].double().T + bias.double() / 3)
+        .softmax(-1)[torch.arange(labels.numel()), labels].sum()
+        for m in range(3)
+    ])  # fmt: skip
+    torch.testing.assert_close(scores.double(), want_scores, rtol=1e-5, atol=1e-5)
 
 
 def test_auto_backend_on_cpu_and_missing_triton_use_the_twin(monkeypatch):
-    (z, weight, bias), labels, _, _ = _inputs(2, 5, 4, 3, torch.float32)
-    z.requires_grad_()
-    twin, _, _ = amw_head_torch(z, weight, bias, labels, 1.0, "class")
-    fused, _, _ = amw_head(z, weight, bias, labels, 1.0, "class")
-    assert fused.grad_fn.name() == twin.grad_fn.name()
+    (z, weight, bias), labels, d_fused, d_unimodal = _inputs(2, 5, 4, 3, torch.float32)
+
+    def outputs_and_grads(fn):
+        leaves = [p.detach().clone().requires_grad_() for p in (z, weight, bias)]
+        fused, unimodal, scores = fn(*leaves, labels, 1.0, "class")
+        ((fused.double() * d_fused).sum() + (unimodal.double() * d_unimodal).sum()).backward()
+        return [fused, unimodal, scores] + [p.grad for p in leaves]
+
+    def no_triton(*_args, **_kwargs):
+        raise AssertionError("the Triton head ran")
+
+    monkeypatch.setattr(amw_head_module._AMWHead, "apply", no_triton)
+    twin = outputs_and_grads(amw_head_torch)
+    for found, expected in zip(outputs_and_grads(amw_head), twin):  # auto on CPU tensors
+        assert torch.equal(found, expected)
     monkeypatch.setattr(backend, "triton_available", lambda: False)
     with use_backend("triton"):
-        fused, _, _ = amw_head(z, weight, bias, labels, 1.0, "class")
-    assert fused.grad_fn.name() == twin.grad_fn.name()
+        for found, expected in zip(outputs_and_grads(amw_head), twin):
+            assert torch.equal(found, expected)
 
 
 def test_unknown_normalisation_is_rejected():

@@ -1,9 +1,11 @@
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from ada2i_fast import Ada2I
+from ada2i_fast import Ada2I, TrainConfig
 from ada2i_fast.balance import apply_modulation, disparity_ratios, modulation_coefficients
 from ada2i_fast.step import make_optimizer, train_step
 from conftest import random_batch, tiny_config
@@ -32,7 +34,7 @@ def test_scores_sum_gold_softmax_of_unnormalised_logits():
     probs = out.unimodal_logits.softmax(-1)
     gold = probs[:, torch.arange(out.labels.numel()), out.labels].sum(1)
     torch.testing.assert_close(out.scores, gold)
-    torch.testing.assert_close(out.ratios, gold / gold.min())
+    torch.testing.assert_close(disparity_ratios(out.scores), gold / gold.min())
 
 
 def test_modulation_touches_only_encoder_gradients():
@@ -69,15 +71,42 @@ def test_training_step_never_syncs_with_the_host(no_host_sync, modulate):
     torch.manual_seed(0)
     config = tiny_config()
     model = Ada2I(config)
-    optimizer = make_optimizer(model)
+    recipe = TrainConfig(alpha=0.42)
+    optimizer = make_optimizer(model, recipe)
     batch = random_batch(config, [5, 2, 1])
     generator = torch.Generator().manual_seed(0)
     before = [p.detach().clone() for p in model.parameters()]
+    replica = copy.deepcopy(model)
+    rng = torch.get_rng_state()  # the dropout draws of the step, replayed below
     with no_host_sync():
-        logs = train_step(model, batch, optimizer, modulate=modulate, generator=generator)
+        logs = train_step(model, batch, optimizer, recipe, modulate=modulate, generator=generator)
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
     assert set(logs) >= {"loss", "classification", "feature", "ratios", "coefficients", "unimodal_loss"}
-    assert torch.isfinite(logs["loss"])
+
+    # The same forward and backward by hand, on the pre-step copy with the same dropout draws.
+    torch.set_rng_state(rng)
+    out = replica(batch)
+    labels = batch.labels.reshape(-1)[batch.mask.reshape(-1)]
+    classification = -out.log_probs[torch.arange(labels.numel()), labels].mean()
+    torch.testing.assert_close(logs["classification"], classification.detach(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(logs["feature"], out.feature_loss.detach(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(logs["loss"], (classification + out.feature_loss).detach(), rtol=1e-6, atol=0)
+    unimodal = torch.stack([F.cross_entropy(logits, labels) for logits in out.unimodal_logits.detach()])
+    torch.testing.assert_close(logs["unimodal_loss"], unimodal, rtol=1e-6, atol=0)
+    gold = out.unimodal_logits.detach().softmax(-1)[:, torch.arange(labels.numel()), labels].sum(1)
+    ratios = [g / min(gold.tolist()) for g in gold.tolist()]
+    torch.testing.assert_close(logs["ratios"], torch.tensor(ratios), rtol=1e-6, atol=0)
+    coefficients = [1 - math.tanh(0.42 * r) if r > 1 else 1.0 for r in ratios]
+    torch.testing.assert_close(logs["coefficients"], torch.tensor(coefficients), rtol=1e-6, atol=0)
+    # The head is never modulated: its update is Adam's first step on the clipped gradient.
+    (classification + out.feature_loss).backward()
+    norm = torch.cat([p.grad.flatten() for p in replica.parameters() if p.grad is not None]).norm()
+    clip = min(1.0, recipe.max_grad_norm / (norm.item() + 1e-6))
+    for name in ("head.fc_out.weight", "head.fc_out.bias"):
+        p0 = dict(replica.named_parameters())[name]
+        g = p0.grad * clip + recipe.weight_decay * p0.detach()
+        step = recipe.lr * g / (g.abs() + 1e-8)  # m_hat = g, v_hat = g^2 after one step
+        torch.testing.assert_close(dict(model.named_parameters())[name].detach(), p0.detach() - step, rtol=0, atol=1e-9)
 
 
 def test_the_sync_guard_catches_syncs(no_host_sync):
@@ -92,13 +121,14 @@ def test_training_step_never_syncs_on_cuda():
     torch.manual_seed(0)
     config = tiny_config()
     model = Ada2I(config).cuda()
-    optimizer = make_optimizer(model)
+    recipe = TrainConfig(alpha=0.42)
+    optimizer = make_optimizer(model, recipe)
     batch = random_batch(config, [5, 2, 1]).to("cuda")
     generator = torch.Generator(device="cuda").manual_seed(0)
-    train_step(model, batch, optimizer, modulate=True, generator=generator)  # lazy state and kernel caches
+    train_step(model, batch, optimizer, recipe, modulate=True, generator=generator)  # lazy state and kernel caches
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        train_step(model, batch, optimizer, modulate=True, generator=generator)
+        train_step(model, batch, optimizer, recipe, modulate=True, generator=generator)
     finally:
         torch.cuda.set_sync_debug_mode(0)

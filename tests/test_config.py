@@ -1,20 +1,46 @@
 import pytest
 
-from ada2i_fast import Ada2IConfig
+from ada2i_fast import Ada2IConfig, TrainConfig
 
 
 def test_presets_hold_the_published_settings():
-    iemocap = Ada2IConfig.preset("iemocap")
-    assert (iemocap.hidden, iemocap.lr, iemocap.alpha, iemocap.beta, iemocap.rank) == (300, 1.7e-4, 0.037, 0.012, 11)
+    iemocap, iemocap_recipe = Ada2IConfig.preset("iemocap"), TrainConfig.preset("iemocap")
+    assert (iemocap.hidden, iemocap.beta, iemocap.rank) == (300, 0.012, 11)
+    assert (iemocap_recipe.lr, iemocap_recipe.alpha, iemocap_recipe.start_mod) == (1.7e-4, 0.037, 4)
     assert iemocap.input_dims == {"a": 512, "t": 768, "v": 1024} and iemocap.num_classes == 6
-    meld = Ada2IConfig.preset("meld")
-    assert (meld.hidden, meld.lr, meld.alpha, meld.beta, meld.rank, meld.start_mod) == (200, 1.3e-4, 0.42, 0.55, 6, 4)
+    meld, meld_recipe = Ada2IConfig.preset("meld"), TrainConfig.preset("meld")
+    assert (meld.hidden, meld.beta, meld.rank) == (200, 0.55, 6)
+    assert (meld_recipe.lr, meld_recipe.alpha, meld_recipe.start_mod) == (1.3e-4, 0.42, 4)
     assert meld.input_dims == {"a": 300, "t": 768, "v": 342} and meld.num_classes == 7
     mosei = Ada2IConfig.preset("mosei", modalities="ta")
-    assert (mosei.hidden, mosei.rank, mosei.start_mod, mosei.modalities) == (200, 8, 1, "ta")
+    assert (mosei.hidden, mosei.rank, mosei.modalities, TrainConfig.preset("mosei").start_mod) == (200, 8, "ta", 1)
     for config in (iemocap, meld, mosei):
-        assert config.mmcosine and config.modulation and config.grad_noise and config.compat == "method"
-        assert (config.drop_rate, config.encoder_nlayers, config.mmt_nlayers, config.seed) == (0.5, 2, 2, 12)
+        assert config.mmcosine and config.compat == "method"
+        assert (config.drop_rate, config.encoder_nlayers, config.mmt_nlayers) == (0.5, 2, 2)
+    for recipe in (TrainConfig.preset(d) for d in ("iemocap", "meld", "mosei")):
+        assert recipe.modulation and recipe.grad_noise
+        assert (recipe.seed, recipe.batch_size, recipe.epochs, recipe.patience, recipe.max_grad_norm) == (12, 10, 50, 20, 2.0)
+
+
+def test_the_model_config_holds_no_training_policy():
+    assert not set(Ada2IConfig.field_names()) & set(TrainConfig.field_names())
+    assert {"alpha", "lr", "epochs", "seed"} <= set(TrainConfig.field_names())
+
+
+@pytest.mark.parametrize(
+    "semantics_of, expected",
+    [
+        (dict(compat="method"), dict(mask_padding=True, mean_over_padding=False, feature_target="attention",
+                                     feature_rows="real", head_normalisation="class", cosine_scale=10.0)),
+        (dict(compat="reference"), dict(mask_padding=False, mean_over_padding=True, feature_target="output",
+                                        feature_rows="all", head_normalisation="feature", cosine_scale=1.0)),
+        (dict(compat="method", mmcosine=False), dict(head_normalisation="none")),
+        (dict(compat="reference", amw_scale=4.0), dict(cosine_scale=4.0)),
+    ],
+)
+def test_compat_resolves_once_into_named_semantics(semantics_of, expected):
+    semantics = Ada2IConfig(**semantics_of).semantics
+    assert {name: getattr(semantics, name) for name in expected} == expected
 
 
 @pytest.mark.parametrize(
@@ -29,13 +55,27 @@ def test_presets_hold_the_published_settings():
         (dict(encoder="gru"), "encoder"),
         (dict(drop_rate=1.0), "drop_rate"),
         (dict(input_dims={"a": 3, "t": -1, "v": 3}), "input_dims\\['t'\\]"),
-        (dict(start_mod=9, end_mod=3), "start_mod"),
         (dict(num_classes=1), "num_classes"),
     ],
 )
 def test_invalid_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         Ada2IConfig(**overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(start_mod=9, end_mod=3), "start_mod"),
+        (dict(lr=0.0), "lr"),
+        (dict(alpha=-1.0), "alpha"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(precision="fp8"), "precision"),
+    ],
+)
+def test_invalid_recipes_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides)
 
 
 def test_unknown_dataset_and_fields():

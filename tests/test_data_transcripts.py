@@ -115,7 +115,7 @@ def test_the_trainer_reads_a_transcript_corpus_text_only(meld_dir, tmp_path, cap
     main(["--csv-dir", str(meld_dir), "--out", str(out), "--text-dim", "16"])
     assert "train with --data" in capsys.readouterr().out
     tiny = ["--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--epochs", "1", "--quiet"]
-    summary = train.train(["--dataset", "meld", "--data", str(out), "--out", str(tmp_path / "run"), *tiny])
+    summary = train.main(["--dataset", "meld", "--data", str(out), "--out", str(tmp_path / "run"), *tiny])
     assert summary["config"]["modalities"] == "t"
     assert summary["classes"] == ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
     with pytest.raises(SystemExit, match="no modality 'a'"):

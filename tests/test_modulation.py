@@ -113,9 +113,15 @@ def test_same_seed_same_noise_different_seed_different_noise(backend):
 
 def test_triton_noise_is_independent_across_tensors():
     # equal gradients in two tensors must not receive the same noise (distinct Philox counters)
-    g = torch.randn(5000, generator=torch.Generator().manual_seed(0))
+    n = 5000
+    g = torch.randn(n, generator=torch.Generator().manual_seed(0))
     a, b = _modulated("triton", [g, g], [0, 0], torch.ones(1), noise=True, seed=1)
-    assert not torch.equal(a, b)
+    noise_a, noise_b = (a - g).double(), (b - g).double()
+    # uncorrelated: the sample correlation of independent draws has standard error 1/sqrt(n)
+    correlation = torch.corrcoef(torch.stack([noise_a, noise_b]))[0, 1].item()
+    assert abs(correlation) < 6 / math.sqrt(n)
+    for noise in (noise_a, noise_b):
+        _assert_noise_distribution(noise, g.std().item() + NOISE_EPS)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -130,8 +136,15 @@ def test_no_host_sync_inside_the_op(backend, monkeypatch):
         monkeypatch.setattr(torch.Tensor, method, sync)
     with pytest.raises(AssertionError, match="host sync"):
         float(coefficients[0])
+    scaled = [g.clone() for g in grads]
     with use_backend(backend):
         modulate_gradients(grads, MODALITY, coefficients, noise=True)
+        modulate_gradients(scaled, MODALITY, coefficients, noise=False)
+    monkeypatch.undo()  # the checks below may read values
+    for original, found, m in zip(_grads(seed=1), scaled, MODALITY):
+        torch.testing.assert_close(found, original * coefficients[m], rtol=1e-6, atol=0)
+    for original, found, m in zip(_grads(seed=1), grads, MODALITY):
+        assert not torch.equal(found, original * coefficients[m])  # noise was added
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,6 +1,8 @@
 """The tensor-ring op: the Triton kernels (interpreted on CPU) and the factored torch path against the literal
-oracle of SPEC §2, values and all gradients, and what the Triton autograd Function keeps for backward."""
+oracle of SPEC §2, values and all gradients, and what the Triton autograd Function keeps for backward. The
+oracle itself is checked against scalar loops and shown to share no helper with the fast paths."""
 
+import ast
 import importlib
 import os
 import subprocess
@@ -9,9 +11,12 @@ import sys
 import pytest
 import torch
 
-from ada2i_fast.kernels import backend, tensor_ring, use_backend
+from ada2i_fast.kernels import backend, tensor_ring, tensor_ring_torch, use_backend
 from ada2i_fast.kernels.tensor_ring import TensorRingFunction
-from ada2i_fast.kernels.tensor_ring_torch import tensor_ring_literal
+from ada2i_fast.kernels.tensor_ring_literal import tensor_ring_literal
+
+RING = importlib.import_module("ada2i_fast.kernels.tensor_ring")  # the module; the package exports the function
+LITERAL = importlib.import_module("ada2i_fast.kernels.tensor_ring_literal")
 
 BETA = 0.3
 # Max abs error relative to the largest oracle magnitude; the oracle runs in float64 on the same inputs.
@@ -112,8 +117,10 @@ def test_triton_refuses_shapes_beyond_its_limits(n_mod, rank, message):
     inputs = _inputs(n_mod, [2], 8, rank, torch.float32)
     with pytest.raises(ValueError, match=f"at most 3 modalities and rank <= 64; got .*{message}"):
         _triton(*inputs, BETA)
-    y, _ = _factored(*inputs, BETA)  # the torch path takes any shape
-    assert y.shape == inputs[0].shape
+    got = _factored(*inputs, BETA)  # the torch path takes any shape
+    want = tensor_ring_literal(*(x if x.dtype == torch.bool else x.double() for x in inputs), BETA)
+    for found, expected in zip(got, want):
+        torch.testing.assert_close(found.double(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_triton_dialogue_is_independent_of_its_batch():
@@ -168,6 +175,119 @@ def test_triton_backend_falls_back_to_torch_without_triton(monkeypatch):
     inputs = _inputs(2, [3, 2], 8, 6, torch.float32)
     for got, want in zip(_triton(*inputs, BETA), _factored(*inputs, BETA)):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# ---- the oracle: independent of the fast paths, and right by itself ----------------------------------------------
+
+
+def _scalar_loops(h, mask, rank_weight, rank_bias, att_weight, att_bias, beta, mean_over_padding):
+    """SPEC §2 one float at a time (Python floats, no tensor algebra): y and a as nested lists."""
+    n_mod, b, t, hidden = h.shape
+    r = rank_weight.shape[1] // 4
+    h, rw, rb, aw, ab = (x.tolist() for x in (h, rank_weight, rank_bias, att_weight, att_bias))
+    real = mask.tolist()
+
+    def proj(m, part, i, bb, tt):  # part 0..3 = q1, k1, q2, k2
+        row = part * r + i
+        return sum(rw[m][row][k] * h[m][bb][tt][k] for k in range(hidden)) + rb[m][row]
+
+    def g_qk(m, bb, tt):  # G_Q[i, j] * G_K[i, j] = q1[i] q2[j] * k1[i] k2[j]
+        return [[proj(m, 0, i, bb, tt) * proj(m, 2, j, bb, tt) * proj(m, 1, i, bb, tt) * proj(m, 3, j, bb, tt)
+                 for j in range(r)] for i in range(r)]  # fmt: skip
+
+    g = [[[g_qk(m, bb, tt) for tt in range(t)] for bb in range(b)] for m in range(n_mod)]
+    summary = []
+    for m in range(n_mod):
+        per_dialogue = []
+        for bb in range(b):
+            rows = range(t) if mean_over_padding else [tt for tt in range(t) if real[bb][tt]]
+            mean = [[sum(g[m][bb][tt][i][j] for tt in rows) / len(rows) for j in range(r)] for i in range(r)]
+            per_dialogue.append(mean)
+        summary.append(per_dialogue)
+
+    def matmul(x, y):
+        return [[sum(x[i][k] * y[k][j] for k in range(r)) for j in range(r)] for i in range(r)]
+
+    ys = [[[None] * t for _ in range(b)] for _ in range(n_mod)]
+    atts = [[[None] * t for _ in range(b)] for _ in range(n_mod)]
+    for m in range(n_mod):
+        for bb in range(b):
+            for tt in range(t):
+                c = g[m][bb][tt]
+                for other in range(n_mod):
+                    if other != m:
+                        c = matmul(c, summary[other][bb])
+                flat = [c[i][j] for i in range(r) for j in range(r)]
+                a = [sum(aw[m][o][k] * flat[k] for k in range(r * r)) + ab[m][o] for o in range(hidden)]
+                atts[m][bb][tt] = a
+                ys[m][bb][tt] = [a[o] * h[m][bb][tt][o] + beta * h[m][bb][tt][o] for o in range(hidden)]
+    return ys, atts
+
+
+@pytest.mark.parametrize(
+    "n_mod, lengths, mean_over_padding", [(3, [3, 1], False), (3, [3, 1], True), (2, [2, 2], False), (1, [2, 1], False)]
+)
+def test_oracle_matches_scalar_loops(n_mod, lengths, mean_over_padding):
+    inputs = _inputs(n_mod, lengths, 3, 2, torch.float64, seed=4)
+    y, a = tensor_ring_literal(*inputs, BETA, mean_over_padding=mean_over_padding)
+    want_y, want_a = _scalar_loops(*inputs, BETA, mean_over_padding)
+    torch.testing.assert_close(y, torch.tensor(want_y, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a, torch.tensor(want_a, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+
+def test_oracle_imports_nothing_but_torch():
+    tree = ast.parse(open(LITERAL.__file__).read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import from {node.module!r}"
+            imported.add(node.module)
+    assert imported <= {"__future__", "torch"}, imported
+
+
+def test_oracle_runs_with_the_fast_paths_helpers_broken(monkeypatch):
+    inputs = _inputs(3, [4, 2], 8, 3, torch.float64)
+    want = tensor_ring_literal(*inputs, BETA)
+
+    def broken(*_args, **_kwargs):
+        raise AssertionError("the oracle called a helper of the fast paths")
+
+    for name in ("rank_projections", "mean_weights", "chain_products"):
+        monkeypatch.setattr(tensor_ring_torch, name, broken)
+        monkeypatch.setattr(RING, name, broken, raising=False)
+    got = tensor_ring_literal(*inputs, BETA)
+    for found, expected in zip(got, want):
+        assert torch.equal(found, expected)
+
+
+@pytest.mark.parametrize("path", [_factored, _triton], ids=["factored", "triton"])
+def test_a_masking_bug_in_the_shared_mean_is_caught_by_the_oracle(monkeypatch, path):
+    """Plant the classic bug, the plain mean over all T rows instead of the dialogue's real utterances, in the
+    mean weights the factored and Triton paths share: on a ragged batch they then disagree with the oracle."""
+    inputs = _inputs(3, [5, 2], 8, 6, torch.float32)
+    mask = inputs[1]
+    oracle = tensor_ring_literal(*inputs, BETA)
+    for found, expected in zip(path(*inputs, BETA), oracle):
+        torch.testing.assert_close(found[:, mask], expected[:, mask], rtol=1e-5, atol=1e-5)
+
+    def mean_over_all_rows(mask, t, mean_over_padding, dtype):
+        return torch.full(mask.shape, 1.0 / t, dtype=dtype, device=mask.device)
+
+    monkeypatch.setattr(tensor_ring_torch, "mean_weights", mean_over_all_rows)
+    monkeypatch.setattr(RING, "mean_weights", mean_over_all_rows)
+    y, a = path(*inputs, BETA)
+    y_oracle, a_oracle = tensor_ring_literal(*inputs, BETA)
+    assert torch.equal(y_oracle, oracle[0]) and torch.equal(a_oracle, oracle[1]), "the oracle must not change"
+    short = mask.clone()
+    short[0] = False  # the 2-utterance dialogue, whose mean the padding dilutes
+    error = (a[:, short] - a_oracle[:, short]).abs().max() / a_oracle[:, short].abs().max()
+    assert error > 1e-2, f"the planted bug went unnoticed (relative error {error:.1e})"
+    # The full-length dialogue has no padding, so the bug cannot touch it.
+    full = mask.clone()
+    full[1] = False
+    torch.testing.assert_close(a[:, full], a_oracle[:, full], rtol=1e-5, atol=1e-5)
 
 
 def _lower_every_kernel_for_cuda() -> None:

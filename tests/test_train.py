@@ -11,7 +11,7 @@ TINY = ["--hidden", "32", "--rank", "3", "--ffn-dim", "64", "--drop-rate", "0.1"
 
 def _run(tmp_path, name, *extra):
     out = tmp_path / name
-    summary = train.train(["--dataset", "meld", "--out", str(out), *TINY, *extra])
+    summary = train.main(["--dataset", "meld", "--out", str(out), *TINY, *extra])
     return out, summary
 
 
@@ -53,7 +53,7 @@ def test_missing_data_file_falls_back_in_one_line(tmp_path, capsys):
 
 def test_unknown_dataset_is_refused(capsys):
     with pytest.raises(SystemExit):
-        train.train(["--dataset", "cmu"])
+        train.main(["--dataset", "cmu"])
     assert "invalid choice: 'cmu'" in capsys.readouterr().err
 
 

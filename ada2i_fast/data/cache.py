@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..modalities import ORDER
 from .corpus import Corpus, Split
 from .legacy import read_legacy
 
@@ -146,7 +147,7 @@ def load_cache(directory: str | PathLike, *, dataset: str | None = None, task: s
         arrays = {key: _load_array(directory / name / f"{key}.npy", spec, directory)
                   for key, spec in info["arrays"].items()}
         splits[name] = Split(
-            features={m: arrays[m] for m in "atv" if m in arrays},
+            features={m: arrays[m] for m in ORDER if m in arrays},
             labels=np.array(arrays["labels"]),
             speakers=np.array(arrays["speakers"]),
             offsets=np.array(arrays["offsets"]),

@@ -7,14 +7,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..config import DATASET_CLASSES, DATASETS
+from ..config import DATASET_CLASSES, check_dataset
+from ..modalities import in_order
 
 MOSEI_TASKS = {"7class": DATASET_CLASSES["mosei"], "2class": ("negative", "positive")}
-
-
-def check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
 
 
 def dataset_classes(dataset: str, task: str = "7class") -> tuple[str, ...]:
@@ -154,7 +150,7 @@ class Corpus:
 
     @property
     def modalities(self) -> str:
-        return "".join(m for m in "atv" if m in next(iter(self.splits.values())).features)
+        return in_order(next(iter(self.splits.values())).features)
 
     @property
     def dims(self) -> dict[str, int]:

@@ -13,10 +13,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..modalities import LEGACY_FIELDS
 from .corpus import Corpus, Split, dataset_classes
 from .safe_pickle import safe_load
 
-FEATURE_FIELDS = {"a": "audio", "t": "text", "v": "visual"}
 SPLIT_KEYS = {
     "iemocap": {"train": "trainVid", "test": "testVid"},
     "meld": {"train": "trainVid", "test": "testVid"},
@@ -86,14 +86,14 @@ class _DialogueReader:
     def read(self, split: str, dialogue_id: Any) -> dict[str, np.ndarray]:
         where = f"split {split!r}, dialogue {str(dialogue_id)!r}"
         speaker_field = SPEAKER_FIELD[self.dataset]
-        fields = (*FEATURE_FIELDS.values(), "label", speaker_field)
+        fields = (*LEGACY_FIELDS.values(), "label", speaker_field)
         raw = {field: self._get(where, field, dialogue_id) for field in fields}
         counts = {field: len(values) for field, values in raw.items()}
         if len(set(counts.values())) != 1:
             raise ValueError(f"{where}: ragged dialogue, utterance counts differ per field: {counts}")
         if counts["label"] == 0:
             raise ValueError(f"{where}, field 'label': empty dialogue")
-        arrays = {m: self._features(where, field, raw[field]) for m, field in FEATURE_FIELDS.items()}
+        arrays = {m: self._features(where, field, raw[field]) for m, field in LEGACY_FIELDS.items()}
         arrays["labels"] = self._labels(where, raw["label"])
         arrays["speakers"] = self._speakers(where, speaker_field, raw[speaker_field])
         return arrays

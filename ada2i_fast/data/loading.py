@@ -6,7 +6,8 @@ from os import PathLike
 from pathlib import Path
 
 from .cache import load_cache, load_or_build
-from .corpus import Corpus, check_dataset, dataset_classes
+from ..config import check_dataset
+from .corpus import Corpus, dataset_classes
 from .legacy import add_dev_split
 from .synthetic import make_synthetic
 

@@ -1,4 +1,4 @@
-"""Evaluation of a model on a split: loss, accuracy, weighted F1 and the per-class report."""
+"""The evaluation loop: a model over one split -> loss, accuracy, weighted F1 and the per-class report."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class Evaluation:
 
 
 @torch.inference_mode()
-def evaluate(model: Ada2I, split: Split, *, batch_size: int, device: torch.device) -> Evaluation:
+def evaluate_split(model: Ada2I, split: Split, *, batch_size: int, device: torch.device) -> Evaluation:
     """Eval-mode pass over ``split``; the loss is L_cls + L_feature averaged over batches."""
     was_training = model.training
     model.eval()
@@ -71,3 +71,4 @@ def evaluate(model: Ada2I, split: Split, *, batch_size: int, device: torch.devic
         labels=y_true,
         predictions=y_pred,
     )
+
