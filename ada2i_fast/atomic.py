@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -29,4 +30,19 @@ def atomic_open(path) -> Iterator[BinaryIO]:
 
 def write_json_atomic(path, value) -> None:
     with atomic_open(path) as handle:
-        handle.write((json.dumps(value, indent=2) + "\n").encode())
+        handle.write((strict_json(value, indent=2) + "\n").encode())
+
+
+def strict_json(value, **dumps_options) -> str:
+    """JSON with every non-finite float written as null (``NaN`` is not JSON)."""
+    return json.dumps(_finite_or_none(value), allow_nan=False, **dumps_options)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value

@@ -17,6 +17,10 @@ class Batch:
     padded positions ignored; ``mask`` [B, T] marks real utterances; ``flat_index`` [N] indexes
     real utterances of the flattened [B*T] grid, dialogue after dialogue (N = sum of lengths).
     ``label_range`` is (min, max) of the real labels, read on the CPU at build time.
+
+    :meth:`build` casts floating features to float32 and zeroes padded rows (whatever they held, a
+    padded row never reaches a real output); it refuses non-float features and non-integral labels
+    or lengths, naming the field.
     """
 
     features: dict[str, Tensor]
@@ -28,7 +32,7 @@ class Batch:
 
     @classmethod
     def build(cls, features: dict[str, Tensor], lengths, labels: Tensor | None = None) -> "Batch":
-        lengths = torch.as_tensor(lengths, dtype=torch.long, device="cpu")
+        lengths = _integral("lengths", torch.as_tensor(lengths, device="cpu"))
         if lengths.ndim != 1:
             raise ValueError(f"lengths must be 1-D [B], got shape {tuple(lengths.shape)}")
         if lengths.numel() == 0:
@@ -52,15 +56,16 @@ class Batch:
             raise ValueError(f"a dialogue has {longest} utterances but features are padded to T={t}")
         mask = torch.arange(t) < lengths.unsqueeze(1)
         flat_index = mask.flatten().nonzero().flatten()
+        device = next(iter(features.values())).device
+        features = {name: _real_rows_only(name, x, mask.to(x.device)) for name, x in features.items()}
         label_range = None
         if labels is not None:
             labels = torch.as_tensor(labels)
             if labels.shape != (b, t):
                 raise ValueError(f"labels must be [B={b}, T={t}], got shape {tuple(labels.shape)}")
-            labels = labels.long()
-            real = labels.cpu()[mask]
+            real = _integral("labels", labels.cpu()[mask])
             label_range = (int(real.min()), int(real.max()))
-        device = next(iter(features.values())).device
+            labels = torch.where(mask.to(labels.device), labels, 0).long()
         return cls(features, lengths, mask.to(device), flat_index.to(device), labels, label_range)
 
     @property
@@ -100,3 +105,22 @@ class Batch:
             flat_index=fn(self.flat_index),
             labels=None if self.labels is None else fn(self.labels),
         )
+
+
+def _integral(name: str, values: Tensor) -> Tensor:
+    """``values`` as int64 when every one is a whole number (bools are not numbers here)."""
+    if values.dtype == torch.bool or values.is_complex():
+        raise ValueError(f"{name} must be integers, got dtype {values.dtype}")
+    if values.is_floating_point():
+        whole = torch.isfinite(values) & (values == values.round())
+        if not whole.all():
+            bad = values[~whole][0].item()
+            raise ValueError(f"{name} must be whole numbers, found {bad}")
+    return values.long()
+
+
+def _real_rows_only(name: str, x: Tensor, mask: Tensor) -> Tensor:
+    """Float32 features (other float dtypes cast) with padded rows set to 0."""
+    if not x.is_floating_point():
+        raise ValueError(f"features[{name!r}] must be floating point, got dtype {x.dtype}")
+    return torch.where(mask.unsqueeze(-1), x.float(), 0.0)

@@ -7,7 +7,7 @@ import torch
 from .atomic import atomic_open
 from .config import Ada2IConfig, TrainConfig
 from .model import Ada2I
-from .torch_file import read_checkpoint
+from .torch_file import load_weights, read_checkpoint
 
 FORMAT = "ada2i_fast/1"
 
@@ -34,7 +34,7 @@ def load_checkpoint(path) -> tuple[Ada2I, dict]:
     if not is_own_checkpoint(payload):
         raise ValueError(f"{path}: not an ada2i_fast checkpoint (expected format {FORMAT!r})")
     model = Ada2I(Ada2IConfig.from_dict(payload["config"]))
-    model.load_state_dict(payload["state_dict"])
+    load_weights(model, payload["state_dict"], path)
     metadata = dict(payload["metadata"])
     # Checkpoints written before the recipe left the model config kept it there.
     recipe = {k: v for k, v in payload["config"].items() if k in TrainConfig.field_names()}
@@ -49,3 +49,4 @@ def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
         return load_checkpoint(path)
     dataset = getattr(payload.get("args") if isinstance(payload, dict) else None, "dataset", None)
     return Ada2I.from_reference_checkpoint(path, **reference_overrides), ({"dataset": dataset} if dataset else {})
+

@@ -209,6 +209,7 @@ class TrainConfig(_Config):
     patience: int = 20
     max_grad_norm: float = 2.0
     seed: int = 12
+    max_skipped_steps: int = 20  # stop after this many consecutive steps with a non-finite loss or gradient
     # execution
     device: str = "cpu"
     precision: str = "fp32"  # "bf16": bfloat16 autocast of the forward pass
@@ -225,6 +226,7 @@ class TrainConfig(_Config):
         _check_int("epochs", self.epochs, 1)
         _check_int("patience", self.patience, 1)
         _check_int("log_every", self.log_every, 0)
+        _check_int("max_skipped_steps", self.max_skipped_steps, 1)
         for name in ("lr", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

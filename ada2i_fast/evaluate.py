@@ -9,6 +9,7 @@ import torch
 
 from .checkpoint import load_any_checkpoint
 from .config import DATASETS, TrainConfig
+from .devices import check_device
 from .data import load_corpus
 from .eval_loop import evaluate_split
 
@@ -36,9 +37,15 @@ def main(argv=None) -> dict:
 
 def report(args: argparse.Namespace) -> dict:
     model, metadata = load_any_checkpoint(args.checkpoint)
-    dataset = args.dataset or metadata.get("dataset")
+    recorded_dataset = metadata.get("dataset")
+    dataset = args.dataset or recorded_dataset
     if dataset is None:
-        raise SystemExit("error: this checkpoint does not record its dataset; pass --dataset")
+        raise ValueError("this checkpoint does not record its dataset; pass --dataset")
+    if args.dataset and recorded_dataset and args.dataset != recorded_dataset and not args.data:
+        raise ValueError(
+            f"this checkpoint was trained on {recorded_dataset}, not {args.dataset}; its classes would be misnamed "
+            f"(drop --dataset, or pass --data with a corpus of the checkpoint's classes)"
+        )
     recipe = TrainConfig(**metadata.get("train_config", {}))
     recorded = metadata.get("data")
     path = args.data or (None if recorded is None or recorded.startswith("synthetic") else recorded)
@@ -49,7 +56,13 @@ def report(args: argparse.Namespace) -> dict:
         synthetic_size=metadata.get("size", 1.0),
         task=metadata.get("task", "7class"),
     ).validate(num_classes=model.config.num_classes)
-    device = torch.device(args.device)
+    trained_on = metadata.get("classes")
+    if trained_on is not None and list(trained_on) != list(corpus.classes):
+        raise ValueError(
+            f"the checkpoint predicts the classes {', '.join(trained_on)}; the data at {corpus.source} has "
+            f"{', '.join(corpus.classes)}"
+        )
+    device = check_device(args.device)
     result = evaluate_split(model.to(device), corpus.splits[args.split], batch_size=recipe.batch_size, device=device)
     print(f"{args.split} on {corpus.source}: accuracy {result.accuracy:.4f} | weighted F1 {result.weighted_f1:.4f}")
     print(result.report(corpus.classes))

@@ -14,7 +14,7 @@ import re
 import torch
 from torch import Tensor
 
-from .torch_file import read_checkpoint
+from .torch_file import load_weights, read_checkpoint
 from .config import DATASETS, Ada2IConfig
 from .kernels import RANK_PROJECTIONS
 
@@ -134,5 +134,5 @@ def load_reference_checkpoint(model_cls, path, **overrides):
     args, state = read_reference_file(path)
     config = config_from_reference(args, state, **overrides)
     model = model_cls(config)
-    model.load_state_dict(convert_state_dict(state, model.state_dict(), config))
+    load_weights(model, convert_state_dict(state, model.state_dict(), config), path)
     return model

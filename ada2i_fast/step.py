@@ -11,7 +11,8 @@ from .model import Ada2I, total_loss
 
 
 def make_optimizer(model: Ada2I, train_config: TrainConfig) -> torch.optim.Adam:
-    """Adam with the recipe's weight decay; the fused implementation keeps its step counter off the host."""
+    """Fused Adam with the recipe's weight decay: its step counter stays off the host, and it skips a
+    step flagged non-finite (``found_inf``) without reading the flag."""
     return torch.optim.Adam(
         model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay, fused=True
     )
@@ -28,9 +29,12 @@ def train_step(
 ) -> dict[str, torch.Tensor]:
     """forward -> loss -> backward -> clip -> ratios -> (modulation) -> optimizer step.
 
-    ``train_config.precision == "bf16"`` runs the forward pass under bfloat16 autocast. Returns
-    detached device tensors (loss terms, unimodal losses, ratios, coefficients) for logging;
-    reading them is the caller's choice, so nothing here waits for the device.
+    A step whose loss or gradient norm is not finite leaves the weights and the optimizer state as
+    they were; ``skipped`` says so, ``nonfinite_<term>`` says which loss term was to blame, and the
+    other logged values of that step read 0. ``train_config.precision == "bf16"`` runs the forward
+    pass under bfloat16 autocast. Everything returned is a detached device tensor: reading it is the
+    caller's choice, so with the fused optimizer of :func:`make_optimizer` nothing here waits for
+    the device.
     """
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=train_config.precision == "bf16"):
@@ -38,16 +42,30 @@ def train_step(
         terms = model.loss_terms(output)
     loss = total_loss(terms)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.max_grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.max_grad_norm)
+    skipped = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
     ratios = disparity_ratios(output.scores)
     coefficients = modulation_coefficients(ratios, train_config.alpha)
     if modulate:
         apply_modulation(model.encoder_parameters(), coefficients, noise=train_config.grad_noise, generator=generator)
-    optimizer.step()
-    return {
+    _step_unless(optimizer, skipped)
+    logs = {
         "loss": loss.detach(),
         **{name: value.detach() for name, value in terms.items()},
         "unimodal_loss": model.unimodal_losses(output).detach(),
         "ratios": ratios,
         "coefficients": coefficients,
     }
+    return {
+        **{name: torch.where(skipped, 0.0, value) for name, value in logs.items()},
+        "skipped": skipped,
+        **{f"nonfinite_{name}": ~torch.isfinite(value.detach()) for name, value in terms.items()},
+    }
+
+
+def _step_unless(optimizer: torch.optim.Optimizer, skipped: torch.Tensor) -> None:
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = skipped.float()  # the fused kernels skip the update on the device
+        optimizer.step()
+    elif not skipped.item():  # other optimizers cannot skip without reading the flag
+        optimizer.step()

@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import itertools
 import os
+import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from .atomic import write_json_atomic
-from .checkpoint import save_checkpoint
+from .atomic import strict_json, write_json_atomic
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DATASETS, PRECISIONS, Ada2IConfig, TrainConfig
 from .data import Corpus, iterate_batches, load_corpus, num_batches, padding_waste
+from .devices import check_device
 from .eval_loop import evaluate_split
 from .kernels import BACKENDS, use_backend
 from .model import Ada2I
 from .plots import plot_training
+from .run_folder import data_identity, load_state, prepare_out, read_history, save_state
 from .step import make_optimizer, train_step
 
 # Model fields that come from the data, not from flags; TrainConfig fields that have their own flags.
@@ -47,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=float, default=1.0, help="synthetic corpus size as a fraction of the real one (default: 1)")
     parser.add_argument("--task", choices=("7class", "2class"), default="7class", help="MOSEI label set (default: 7class)")
     parser.add_argument("--out", default=None, help="output directory (default: runs/<dataset>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt (its own settings)")
     parser.add_argument(
         "--backend", choices=BACKENDS, default="auto", help="fused-op implementation (default: auto, Triton on CUDA and torch on CPU)"
     )
@@ -105,15 +111,13 @@ def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2ICo
     return model_config, train_config
 
 
-def open_corpus(args: argparse.Namespace) -> Corpus:
-    seed = args.seed if args.seed is not None else TrainConfig.preset(args.dataset).seed
-    path = args.data
-    if path and not Path(path).exists():
-        print(f"no data file at {path}; training on the synthetic {args.dataset} corpus", file=sys.stderr)
-        path = None
-    elif not path:
-        print(f"no data file given (--data or ADA2I_DATA); training on the synthetic {args.dataset} corpus", file=sys.stderr)
-    corpus = load_corpus(args.dataset, path, seed=seed, synthetic_size=args.size, task=args.task)
+def open_corpus(dataset: str, data: str | None, *, seed: int, size: float, task: str) -> Corpus:
+    """The corpus of ``data``, or the synthetic corpus of ``dataset`` when ``data`` is None."""
+    if data and not Path(data).exists():
+        raise ValueError(f"--data {data}: no such file or folder")
+    if not data:
+        print(f"no data file given (--data or ADA2I_DATA); training on the synthetic {dataset} corpus", file=sys.stderr)
+    corpus = load_corpus(dataset, data, seed=seed, synthetic_size=size, task=task)
     return corpus.validate(num_classes=len(corpus.classes))
 
 
@@ -132,38 +136,113 @@ def batches_on_device(batches, device: torch.device):
         yield pending
 
 
-def train_epoch(model: Ada2I, split, optimizer, train_config: TrainConfig, *, epoch: int, generator) -> dict:
-    """One pass over ``split`` in shuffled (bucketed) batches; the mean of every logged term."""
-    order = dict(shuffle=True, seed=train_config.seed + epoch, bucket=train_config.bucket)
-    modulate = train_config.modulates(epoch)
-    progress = tqdm(
-        batches_on_device(
-            iterate_batches(split, model.config.modalities, train_config.batch_size, **order),
-            torch.device(train_config.device),
-        ),
+class StopRequest:
+    """SIGINT / SIGTERM while active: remember the signal; the loop stops after the current step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __enter__(self) -> "StopRequest":
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: steps done, the running sums of the logged values, and the run of
+    consecutive skipped (non-finite) steps, which carries over from epoch to epoch."""
+
+    steps: int = 0
+    sums: dict = field(default_factory=dict)
+    streak: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    longest_streak: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    last_skipped_step: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+
+    def add(self, logs: dict) -> None:
+        self.steps += 1
+        self.sums = {k: self.sums.get(k, 0) + v for k, v in logs.items()}
+        skipped = logs["skipped"].long()
+        self.streak = (self.streak.to(skipped.device) + 1) * skipped
+        self.longest_streak = torch.maximum(self.longest_streak.to(skipped.device), self.streak)
+        self.last_skipped_step = torch.where(logs["skipped"], self.steps, self.last_skipped_step.to(skipped.device))
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "sums": self.sums, "streak": self.streak,
+                "longest_streak": self.longest_streak, "last_skipped_step": self.last_skipped_step}
+
+    def means(self) -> dict:
+        """Per logged value, the mean over the steps that were not skipped."""
+        kept = max(self.steps - int(self.sums["skipped"]), 1)
+        means = {k: (v / kept).tolist() for k, v in self.sums.items() if k != "skipped" and not k.startswith("nonfinite_")}
+        counts = {k.removeprefix("nonfinite_"): int(v) for k, v in self.sums.items() if k.startswith("nonfinite_")}
+        return dict(means, skipped_steps=int(self.sums["skipped"]), nonfinite_terms=counts)
+
+
+def train_epoch(
+    model: Ada2I, split, optimizer, train_config: TrainConfig, *, epoch: int, generator,
+    progress: EpochProgress, stop: StopRequest | None = None,
+) -> bool:
+    """Continue epoch ``epoch`` from ``progress.steps``, adding each step's logs to ``progress``.
+    Returns False when ``stop`` asked to end early (after a whole step), True at the epoch's end."""
+    batches = iterate_batches(split, model.config.modalities, train_config.batch_size, **_batch_order(train_config, epoch))
+    bar = tqdm(
+        batches_on_device(itertools.islice(batches, progress.steps, None), torch.device(train_config.device)),
+        initial=progress.steps,
         total=num_batches(split, train_config.batch_size),
         desc=f"epoch {epoch}",
         leave=False,
         disable=not train_config.progress,
     )
-    sums, steps = {}, 0
-    for batch in progress:
-        logs = train_step(model, batch, optimizer, train_config, modulate=modulate, generator=generator)
-        sums = {k: sums.get(k, 0) + v for k, v in logs.items()}
-        steps += 1
-        if train_config.log_every and steps % train_config.log_every == 0:
-            progress.set_postfix(loss=f"{sums['loss'].item() / steps:.4f}")
-    means = {k: (v / steps).tolist() for k, v in sums.items()}
-    waste = padding_waste(split, train_config.batch_size, **order)
-    return dict(means, modulated=modulate, padding_waste=waste, utterances=split.num_utterances)
+    modulate = train_config.modulates(epoch)
+    for batch in bar:
+        progress.add(train_step(model, batch, optimizer, train_config, modulate=modulate, generator=generator))
+        if train_config.log_every and progress.steps % train_config.log_every == 0:
+            bar.set_postfix(loss=f"{progress.means()['loss']:.4f}")
+        if stop is not None and stop.signal is not None:
+            bar.close()
+            return False
+    return True
 
 
-def fit(corpus: Corpus, model_config: Ada2IConfig, train_config: TrainConfig, out: Path, run_info: dict) -> dict:
-    """Train on ``corpus["train"]``, select on dev, report test; writes ``out``'s files; returns the summary."""
-    out.mkdir(parents=True, exist_ok=True)
+def _batch_order(train_config: TrainConfig, epoch: int) -> dict:
+    return dict(shuffle=True, seed=train_config.seed + epoch, bucket=train_config.bucket)
+
+
+class NonFiniteTraining(ValueError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+def _check_streak(progress: EpochProgress, epoch: int, limit: int, out: Path) -> None:
+    longest = int(progress.longest_streak)
+    if longest >= limit:
+        terms = progress.means()["nonfinite_terms"]
+        blamed = ", ".join(f"{name} in {count}" for name, count in terms.items() if count) or "the gradients only"
+        saved = f"; the state after epoch {epoch - 1} is in {out / 'last.pt'}" if epoch > 1 else ""
+        raise NonFiniteTraining(
+            f"stopped in epoch {epoch}: {longest} consecutive steps up to step {int(progress.last_skipped_step)} "
+            f"had a non-finite loss or gradient norm and were skipped (non-finite loss terms: {blamed}){saved}"
+        )
+
+
+def _all_finite(state: dict) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+def fit(
+    corpus: Corpus, model_config: Ada2IConfig, train_config: TrainConfig, out: Path, run_info: dict,
+    resume: dict | None = None,
+) -> dict:
+    """Train on ``corpus["train"]``, select on dev, report test; writes ``out``'s files; returns the summary.
+    ``resume``: the state of ``run_folder.load_state``, to continue that run bit-identically."""
     device = torch.device(train_config.device)
     torch.manual_seed(train_config.seed)
-
     model = Ada2I(model_config).to(device)
     if train_config.compile:
         for encoder in model.encoders.values():
@@ -172,24 +251,61 @@ def fit(corpus: Corpus, model_config: Ada2IConfig, train_config: TrainConfig, ou
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min")
     generator = torch.Generator(device=device).manual_seed(train_config.seed)
     splits = corpus.splits
+    best_f1, best_epoch, best_state, history = -1.0, 0, None, []
+    epoch, progress = 1, EpochProgress()
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        best_f1, best_epoch = resume["best_f1"], resume["best_epoch"]
+        if best_epoch:
+            best_state = load_checkpoint(out / "best.pt")[0].state_dict()
+        epoch, finished = resume["epoch"], resume["finished_epochs"]
+        progress = EpochProgress(**resume["progress"])
+        history = read_history(out, finished)
+        torch.set_rng_state(resume["rng"]["torch"])
+        generator.set_state(resume["rng"]["generator"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
     print(f"data: {corpus.source} | train {splits['train'].num_dialogues} dialogues, "
           f"dev {splits['dev'].num_dialogues}, test {splits['test'].num_dialogues} | "
-          f"modalities {model_config.modalities} | device {device} | output {out}")
+          f"modalities {model_config.modalities} | device {device} | output {out}"
+          + (f" | resuming epoch {epoch} at step {progress.steps}" if resume else ""))
 
     def evaluate(split_name: str):
         return evaluate_split(model, splits[split_name], batch_size=train_config.batch_size, device=device)
 
-    best_f1, best_epoch, best_state, history = -1.0, 0, None, []
-    with open(out / "metrics.jsonl", "w") as metrics_file:
-        for epoch in range(1, train_config.epochs + 1):
+    def save_run_state(finished_epochs: int) -> None:
+        rng = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        save_state(out / "last.pt", dict(
+            model_config=model_config.to_dict(), train_config=train_config.to_dict(), run_info=run_info,
+            model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            epoch=epoch, finished_epochs=finished_epochs, progress=progress.state_dict(),
+            best_f1=best_f1, best_epoch=best_epoch, rng=rng,
+        ))
+
+    with StopRequest() as stop, open(out / "metrics.jsonl", "a") as metrics_file:
+        while epoch <= train_config.epochs and epoch - best_epoch <= train_config.patience:
             start = time.perf_counter()
-            stats = train_epoch(model, splits["train"], optimizer, train_config, epoch=epoch, generator=generator)
+            if not train_epoch(model, splits["train"], optimizer, train_config, epoch=epoch, generator=generator,
+                               progress=progress, stop=stop):
+                save_run_state(len(history))
+                name = signal.Signals(stop.signal).name
+                raise RunInterrupted(
+                    f"{name}: stopped in epoch {epoch} after step {progress.steps}; saved {out / 'last.pt'}. "
+                    f"Resume with: python -m ada2i_fast.train --resume {out}", code=128 + stop.signal,
+                )
+            _check_streak(progress, epoch, train_config.max_skipped_steps, out)
+            stats = progress.means()
             seconds = time.perf_counter() - start
             dev = evaluate("dev")
             scheduler.step(dev.loss)
-            if dev.weighted_f1 > best_f1:
+            state = model.state_dict()
+            if dev.weighted_f1 > best_f1 and _all_finite(state):
                 best_f1, best_epoch = dev.weighted_f1, epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
                 save_checkpoint(out / "best.pt", model, epoch=epoch, dev_weighted_f1=best_f1,
                                 train_config=train_config.to_dict(), **run_info)
             record = dict(
@@ -198,27 +314,32 @@ def fit(corpus: Corpus, model_config: Ada2IConfig, train_config: TrainConfig, ou
                 unimodal_loss=dict(zip(model_config.modalities, stats["unimodal_loss"])),
                 ratio=dict(zip(model_config.modalities, stats["ratios"])),
                 coefficient=dict(zip(model_config.modalities, stats["coefficients"])),
-                modulated=stats["modulated"],
+                modulated=train_config.modulates(epoch),
+                skipped_steps=stats["skipped_steps"],
                 dev=dict(loss=dev.loss, accuracy=dev.accuracy, weighted_f1=dev.weighted_f1),
                 lr=optimizer.param_groups[0]["lr"],
-                padding_waste=stats["padding_waste"],
+                padding_waste=padding_waste(splits["train"], train_config.batch_size, **_batch_order(train_config, epoch)),
                 seconds=seconds,
-                utterances_per_second=stats["utterances"] / seconds,
+                utterances_per_second=splits["train"].num_utterances / seconds,
             )
             history.append(record)
-            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.write(strict_json(record) + "\n")
             metrics_file.flush()
             tqdm.write(
                 f"epoch {epoch:3d} | loss {stats['loss']:.4f} | dev loss {dev.loss:.4f} "
                 f"f1 {dev.weighted_f1:.4f} acc {dev.accuracy:.4f} | rho "
                 + " ".join(f"{m}={r:.3f}" for m, r in record["ratio"].items())
                 + f" | {record['utterances_per_second']:.0f} utt/s"
+                + (f" | {stats['skipped_steps']} steps skipped (non-finite)" if stats["skipped_steps"] else "")
                 + (" *" if best_epoch == epoch else "")
             )
-            if epoch - best_epoch >= train_config.patience:
-                print(f"early stop: no better dev F1 for {train_config.patience} epochs")
-                break
+            epoch, progress = epoch + 1, EpochProgress(streak=progress.streak)
+            save_run_state(len(history))
+        if epoch <= train_config.epochs:
+            print(f"early stop: no better dev F1 for {train_config.patience} epochs")
 
+    if best_state is None:
+        raise NonFiniteTraining("no epoch produced a finite model; nothing to report")
     model.load_state_dict(best_state)
     test = evaluate("test")
     print(f"\ntest (best dev epoch {best_epoch}): accuracy {test.accuracy:.4f} | weighted F1 {test.weighted_f1:.4f}")
@@ -239,18 +360,60 @@ def fit(corpus: Corpus, model_config: Ada2IConfig, train_config: TrainConfig, ou
     return summary
 
 
+class RunInterrupted(SystemExit):
+    """SIGINT or SIGTERM stopped the run after a whole step; its state is saved."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(code)
+        self.message = message
+
+
+# Flags that may accompany --resume: they change how the run executes, not what it computes.
+_RESUME_FLAGS = {"resume", "device", "quiet", "backend", "log_every"}
+
+
 def main(argv=None) -> dict:
     """The CLI: flags -> configs and data -> :func:`fit`; bad data or flags end in one ``error:`` line."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        corpus = open_corpus(args)
-        model_config, train_config = configs_from_args(args, corpus)
-        run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
-                        classes=list(corpus.classes))
+        check_device(args.device)
+        if args.resume:
+            corpus, model_config, train_config, out, run_info, state = _resumed_run(args, parser)
+        else:
+            seed = args.seed if args.seed is not None else TrainConfig.preset(args.dataset).seed
+            corpus = open_corpus(args.dataset, args.data, seed=seed, size=args.size, task=args.task)
+            model_config, train_config = configs_from_args(args, corpus)
+            out, state = Path(args.out or Path("runs") / args.dataset), None
+            prepare_out(out, overwrite=args.overwrite)
+            run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
+                            classes=list(corpus.classes), data_identity=data_identity(corpus))
         with use_backend(args.backend):
-            return fit(corpus, model_config, train_config, Path(args.out or Path("runs") / args.dataset), run_info)
+            return fit(corpus, model_config, train_config, out, run_info, resume=state)
+    except RunInterrupted as interrupted:
+        print(interrupted.message, file=sys.stderr)
+        raise
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error
+
+
+def _resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The configs, data and state of the run in ``--resume DIR``, refusing flags that would change it."""
+    changed = [name for name, value in vars(args).items()
+               if name not in _RESUME_FLAGS and value != parser.get_default(name)]
+    if changed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        raise ValueError(f"--resume continues a run with its own settings; drop {flags}")
+    out = Path(args.resume)
+    state = load_state(out)
+    run_info = state["run_info"]
+    train_config = TrainConfig(**{**state["train_config"], "device": args.device, "progress": not args.quiet,
+                                  "log_every": args.log_every})
+    data = None if run_info["data"].startswith("synthetic") else run_info["data"]
+    corpus = open_corpus(run_info["dataset"], data, seed=train_config.seed, size=run_info["size"], task=run_info["task"])
+    if data_identity(corpus) != run_info["data_identity"]:
+        raise ValueError(f"--resume {out}: the data at {run_info['data']} changed since the run started")
+    return corpus, Ada2IConfig.from_dict(state["model_config"]), train_config, out, run_info, state
 
 
 if __name__ == "__main__":

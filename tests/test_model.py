@@ -102,3 +102,40 @@ def test_bad_inputs_name_the_problem():
         Batch.build(good.features, [2, 0])
     with pytest.raises(ValueError, match="padded to T=3"):
         Batch.build(good.features, [2, 4])
+
+
+def test_batch_build_casts_or_refuses_dtypes_and_rejects_non_integral_labels_and_lengths():
+    config = tiny_config()
+    good = random_batch(config, [2, 3])
+    as_double = Batch.build({m: x.double() for m, x in good.features.items()}, [2, 3], good.labels)
+    assert all(x.dtype == torch.float32 for x in as_double.features.values())
+    assert torch.equal(as_double.features["a"], good.features["a"])
+    whole_floats = Batch.build(good.features, torch.tensor([2.0, 3.0]), good.labels.double())
+    assert whole_floats.lengths.tolist() == [2, 3] and whole_floats.labels.dtype == torch.long
+    cases = [
+        (dict(features={**good.features, "t": good.features["t"].long()}), r"features\['t'\] must be floating point"),
+        (dict(labels=good.labels.double() + 0.5), r"labels must be whole numbers, found \d\.5"),
+        (dict(labels=torch.where(good.labels > -1, float("nan"), 0.0)), "labels must be whole numbers, found nan"),
+        (dict(labels=good.labels.bool()), "labels must be integers, got dtype torch.bool"),
+        (dict(lengths=[2.5, 3]), "lengths must be whole numbers, found 2.5"),
+    ]
+    for change, message in cases:
+        arguments = {"features": good.features, "lengths": [2, 3], "labels": good.labels, **change}
+        with pytest.raises(ValueError, match=message):
+            Batch.build(**arguments)
+
+
+def test_whatever_a_padded_row_holds_never_reaches_a_real_output():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = Ada2I(config).eval()
+    batch = random_batch(config, [4, 2])
+    garbage = {m: x.clone() for m, x in batch.features.items()}
+    for x in garbage.values():
+        x[1, 2:] = float("nan")
+    labels = batch.labels.double()
+    labels[1, 2:] = float("nan")  # padded labels are ignored too
+    with torch.no_grad():
+        clean, dirty = model(batch), model(Batch.build(garbage, [4, 2], labels))
+    torch.testing.assert_close(dirty.log_probs, clean.log_probs, rtol=0, atol=0)
+    assert torch.isfinite(dirty.feature_loss)

@@ -44,11 +44,10 @@ def test_a_tiny_run_learns_and_writes_every_output(tmp_path, capsys):
     assert report["weighted_f1"] == pytest.approx(summary["test"]["weighted_f1"])
 
 
-def test_missing_data_file_falls_back_in_one_line(tmp_path, capsys):
-    _, summary = _run(tmp_path, "fallback", "--size", "0.03", "--epochs", "1", "--data", str(tmp_path / "nope.pkl"))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert any(line.startswith(f"no data file at {tmp_path / 'nope.pkl'}") for line in err)
-    assert summary["data"].startswith("synthetic")
+def test_a_missing_data_path_is_an_error_not_a_fallback(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: --data .*nope\.pkl: no such file or folder"):
+        train.main(["--dataset", "meld", "--data", str(tmp_path / "nope.pkl"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
 
 
 def test_unknown_dataset_is_refused(capsys):

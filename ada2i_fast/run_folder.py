@@ -1,0 +1,79 @@
+"""A training run's folder: what it holds, refusing to mix two runs, and the state a run resumes from.
+
+    metrics.jsonl  one strict-JSON line per finished epoch
+    best.pt        the best-dev model (``checkpoint.save_checkpoint``)
+    last.pt        everything needed to continue bit-identically: weights, optimizer, scheduler,
+                   epoch and step, early-stopping state, RNG states, configs, data identity
+    summary.json, training.png   written when the run ends
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_open, strict_json
+from .data import Corpus
+from .torch_file import read_checkpoint
+
+RUN_FILES = ("metrics.jsonl", "best.pt", "last.pt", "summary.json", "training.png")
+STATE_FORMAT = "ada2i_fast/run-state/1"
+
+
+def prepare_out(out: Path, *, overwrite: bool) -> None:
+    """Make ``out`` ready for a new run; refuse a file, or a folder that already holds a run."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise ValueError(
+            f"{out} already holds a run ({', '.join(present)}); continue it with --resume {out}, "
+            f"replace it with --overwrite, or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for name in present:
+        (out / name).unlink()
+
+
+def data_identity(corpus: Corpus) -> str:
+    """A fingerprint of the corpus's content (ids, lengths, labels, features, classes)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([corpus.name, list(corpus.classes)]).encode())
+    for name, split in sorted(corpus.splits.items()):
+        digest.update(json.dumps([name, list(split.dialogue_ids)]).encode())
+        for array in (split.offsets, split.labels, *(split.features[m] for m in sorted(split.features))):
+            digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
+    return digest.hexdigest()
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Write ``state`` (tensors, numbers, strings and containers) atomically."""
+    with atomic_open(path) as handle:
+        torch.save({"format": STATE_FORMAT, **state}, handle)
+
+
+def load_state(run_dir: Path) -> dict:
+    """The state saved in ``run_dir/last.pt``; names what is missing or wrong."""
+    path = run_dir / "last.pt"
+    if not path.is_file():
+        raise ValueError(f"--resume {run_dir}: no last.pt there (a run writes it after each epoch)")
+    state = read_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path}: not a run state of this package (expected format {STATE_FORMAT!r})")
+    return state
+
+
+def read_history(run_dir: Path, epochs: int) -> list[dict]:
+    """The metrics of the first ``epochs`` epochs, rewriting ``metrics.jsonl`` without any later line
+    (a run stopped between writing an epoch's line and its state leaves one)."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    history = [json.loads(line) for line in lines[:epochs]]
+    if len(history) != epochs:
+        raise ValueError(f"{path}: {len(history)} epoch lines where the saved state has {epochs}")
+    with atomic_open(path) as handle:
+        handle.write("".join(strict_json(record) + "\n" for record in history).encode())
+    return history

@@ -1,0 +1,176 @@
+"""Runs a person can trust: resume after an interruption, no lost work, no silent NaN, one clear error
+for every bad flag (tiny synthetic corpora, CPU)."""
+
+import dataclasses
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from ada2i_fast import Ada2I, TrainConfig, evaluate, train
+from ada2i_fast.checkpoint import load_checkpoint, save_checkpoint
+from ada2i_fast.step import make_optimizer, train_step
+from conftest import random_batch, tiny_config
+
+TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",
+        "--drop-rate", "0.1", "--lr", "2e-3", "--start-mod", "2", "--quiet"]
+
+
+def _run(out, *extra):
+    return train.main([*TINY, "--out", str(out), *extra])
+
+
+def _comparable(out):
+    summary = json.loads((out / "summary.json").read_text())
+    summary.pop("timing")
+    metrics = [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "utterances_per_second")}
+               for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return summary, metrics, load_checkpoint(out / "best.pt")[0].state_dict()
+
+
+def _steps_then(monkeypatch, action, at_steps):
+    """Wrap the trainer's step: after the step numbers in ``at_steps`` (1-based, over the run), call ``action``."""
+    calls = {"n": 0}
+
+    def step(model, batch, *args, **kwargs):
+        calls["n"] += 1
+        batch = action(calls["n"], batch) if calls["n"] in at_steps else batch
+        return train_step(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", step)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    _run(out, "--epochs", "3")
+    return _comparable(out)
+
+
+@pytest.mark.parametrize("stop_after_step", [6, 9])  # 6 steps make an epoch here: an epoch's end, and mid-epoch
+def test_a_run_interrupted_and_resumed_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, uninterrupted, capsys,
+                                                                   stop_after_step):
+    out = tmp_path / "run"
+
+    def interrupt(n, batch):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler only records it; the step still runs whole
+        return batch
+
+    _steps_then(monkeypatch, interrupt, {stop_after_step})
+    with pytest.raises(SystemExit) as stopped:
+        _run(out, "--epochs", "3")
+    assert stopped.value.code == 128 + signal.SIGINT
+    assert f"Resume with: python -m ada2i_fast.train --resume {out}" in capsys.readouterr().err
+    assert not (out / "summary.json").exists()
+    monkeypatch.undo()
+    train.main(["--resume", str(out), "--quiet"])
+    summary, metrics, weights = _comparable(out)
+    want_summary, want_metrics, want_weights = uninterrupted
+    assert (summary, metrics) == (want_summary, want_metrics)
+    assert all(torch.equal(weights[k], want_weights[k]) for k in want_weights)
+
+
+def test_resume_refuses_changed_settings_and_a_folder_without_state(tmp_path):
+    with pytest.raises(SystemExit, match="--resume continues a run with its own settings; drop --lr"):
+        train.main(["--resume", str(tmp_path), "--lr", "1e-3"])
+    with pytest.raises(SystemExit, match="no last.pt there"):
+        train.main(["--resume", str(tmp_path)])
+
+
+def test_an_existing_run_is_refused_unless_overwritten(tmp_path):
+    out = tmp_path / "run"
+    _run(out, "--epochs", "1")
+    with pytest.raises(SystemExit, match=r"already holds a run \(metrics\.jsonl, best\.pt, last\.pt, summary\.json, "
+                                         r"training\.png\); continue it with --resume"):
+        _run(out, "--epochs", "1")
+    _run(out, "--epochs", "1", "--overwrite", "--seed", "3")
+    assert json.loads((out / "summary.json").read_text())["train_config"]["seed"] == 3
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_an_interrupted_checkpoint_write_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = Ada2I(tiny_config())
+    save_checkpoint(tmp_path / "best.pt", model, epoch=1)
+    before = (tmp_path / "best.pt").read_bytes()
+
+    def torn_save(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "best.pt", model, epoch=2)
+    assert (tmp_path / "best.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def _poison(n, batch):
+    return dataclasses.replace(batch, features={m: x * float("nan") for m, x in batch.features.items()})
+
+
+def test_a_nan_batch_is_skipped_and_reported(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _steps_then(monkeypatch, _poison, {2})
+    summary = _run(out, "--epochs", "2")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in records] == [1, 0]
+    assert all(isinstance(r["train"]["loss"], float) for r in records)
+    model, _ = load_checkpoint(out / "best.pt")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert summary["test"]["weighted_f1"] > 0
+
+
+def test_a_step_with_a_non_finite_loss_changes_nothing():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model, recipe = Ada2I(config), TrainConfig()
+    optimizer = make_optimizer(model, recipe)
+    batch = random_batch(config, [3, 2])
+    train_step(model, batch, optimizer, recipe, modulate=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = [s["exp_avg"].clone() for s in optimizer.state.values()]
+    logs = train_step(model, _poison(0, batch), optimizer, recipe, modulate=True)
+    assert logs["skipped"] and logs["nonfinite_classification"] and logs["nonfinite_feature"]
+    assert logs["loss"] == 0 and torch.equal(logs["ratios"], torch.zeros(3))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(m, s["exp_avg"]) and s["step"] == 1 for m, s in zip(moments, optimizer.state.values()))
+
+
+def test_a_run_that_only_sees_nan_stops_naming_epoch_step_and_term_and_writes_no_best(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _steps_then(monkeypatch, _poison, set(range(1, 100)))
+    with pytest.raises(SystemExit, match=r"^error: stopped in epoch 1: 6 consecutive steps up to step 6 had a "
+                                         r"non-finite loss .* \(non-finite loss terms: classification in 6, feature in 6\)$"):
+        _run(out, "--epochs", "3", "--max-skipped-steps", "3")
+    assert not (out / "best.pt").exists()
+
+
+def test_evaluate_refuses_non_finite_or_misshapen_weights_and_another_datasets_classes(tmp_path):
+    out = tmp_path / "run"
+    _run(out, "--epochs", "1")
+    payload = torch.load(out / "best.pt", weights_only=False)
+    key = "head.fc_out.weight"
+    for name, change, message in (
+        ("nan.pt", lambda w: w * float("nan"), "holds non-finite values"),
+        ("shape.pt", lambda w: w[:, :-1], r"should have shape \(7, 48\), found \(7, 47\)"),
+    ):
+        broken = {**payload, "state_dict": {**payload["state_dict"], key: change(payload["state_dict"][key])}}
+        torch.save(broken, tmp_path / name)
+        with pytest.raises(SystemExit, match=rf"^error: .*{name}: '{key}' {message}"):
+            evaluate.main(["--checkpoint", str(tmp_path / name)])
+    with pytest.raises(SystemExit, match="trained on meld, not iemocap"):
+        evaluate.main(["--checkpoint", str(out / "best.pt"), "--dataset", "iemocap"])
+
+
+def test_bad_flags_get_one_clear_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit, match=r"^error: --out .*a_file is a file, not a folder"):
+        _run(tmp_path / "a_file", "--epochs", "1")
+    with pytest.raises(SystemExit, match=r"^error: --device 'gpu0'"):
+        _run(tmp_path / "x", "--device", "gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match=r"^error: --device cuda: CUDA is not available here"):
+            _run(tmp_path / "x", "--device", "cuda")
