@@ -7,7 +7,7 @@ import torch
 from .atomic import atomic_open
 from .config import Ada2IConfig, TrainConfig
 from .model import Ada2I
-from .torch_file import load_weights, read_checkpoint
+from .torch_file import check_weights, load_weights, read_checkpoint
 
 FORMAT = "ada2i_fast/1"
 
@@ -33,7 +33,16 @@ def load_checkpoint(path) -> tuple[Ada2I, dict]:
     payload = read_checkpoint(path)
     if not is_own_checkpoint(payload):
         raise ValueError(f"{path}: not an ada2i_fast checkpoint (expected format {FORMAT!r})")
-    model = Ada2I(Ada2IConfig.from_dict(payload["config"]))
+    for key in ("config", "state_dict", "metadata"):
+        if not isinstance(payload.get(key), dict):
+            raise ValueError(f"{path}: {key!r} must be a dict, found {type(payload.get(key)).__name__}")
+    try:
+        config = Ada2IConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: invalid model config: {error}") from None
+    with torch.device("meta"):  # the shapes the config implies, before allocating anything
+        check_weights(Ada2I(config).state_dict(), payload["state_dict"], path)
+    model = Ada2I(config)
     load_weights(model, payload["state_dict"], path)
     metadata = dict(payload["metadata"])
     # Checkpoints written before the recipe left the model config kept it there.

@@ -33,10 +33,12 @@ def read_reference_file(path) -> tuple[argparse.Namespace, dict[str, Tensor]]:
     payload = read_checkpoint(path)
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise ValueError(f"{path}: expected a dict with 'args' and 'state_dict'")
-    args = payload.get("args")
+    args, state = payload.get("args"), payload["state_dict"]
     if not isinstance(args, argparse.Namespace):
         raise ValueError(f"{path}: 'args' must be an argparse.Namespace, found {type(args).__name__}")
-    return args, payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ValueError(f"{path}: 'state_dict' must map names to tensors")
+    return args, state
 
 
 def config_from_reference(args: argparse.Namespace, state: dict[str, Tensor], **overrides) -> Ada2IConfig:
@@ -72,7 +74,11 @@ def config_from_reference(args: argparse.Namespace, state: dict[str, Tensor], **
     for field, names in _ARG_ALIASES.items():
         for name in names:
             if hasattr(args, name):
-                base[field] = type(base[field])(getattr(args, name))
+                try:
+                    base[field] = type(base[field])(getattr(args, name))
+                except (TypeError, ValueError):
+                    raise ValueError(f"reference checkpoint args: {name}={getattr(args, name)!r} is not a "
+                                     f"{type(base[field]).__name__}") from None
                 break
     base.update(overrides)
     return Ada2IConfig.from_dict(base)

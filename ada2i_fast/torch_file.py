@@ -22,7 +22,13 @@ def read_checkpoint(path) -> dict:
 
 def load_weights(model: torch.nn.Module, state: dict, path) -> None:
     """``model.load_state_dict(state)``, refusing a missing, extra, misshapen or non-finite tensor by name."""
-    expected = model.state_dict()
+    check_weights(model.state_dict(), state, path)
+    model.load_state_dict(state)
+
+
+def check_weights(expected: dict, state: dict, path) -> None:
+    """Raise ``ValueError`` naming the first tensor of ``state`` that ``expected`` has not, or lacks,
+    or whose shape differs, or that holds a NaN or inf."""
     missing, extra = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
     if missing:
         raise ValueError(f"{path}: no tensor for {missing[0]!r}")
@@ -34,4 +40,3 @@ def load_weights(model: torch.nn.Module, state: dict, path) -> None:
             raise ValueError(f"{path}: {key!r} should have shape {tuple(expected[key].shape)}, found {found}")
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise ValueError(f"{path}: {key!r} holds non-finite values (NaN or inf); refusing to use these weights")
-    model.load_state_dict(state)
