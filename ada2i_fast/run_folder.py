@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -36,6 +37,16 @@ def prepare_out(out: Path, *, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in present:
         (out / name).unlink()
+
+
+def fresh_run_dir(parent: Path) -> Path:
+    """A folder under ``parent`` named by the local date and time, unused so far."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, n = parent / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = parent / f"{stamp}-{n}"
+    return candidate
 
 
 def data_identity(corpus: Corpus) -> str:

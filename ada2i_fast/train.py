@@ -28,7 +28,7 @@ from .eval_loop import evaluate_split
 from .kernels import BACKENDS, use_backend
 from .model import Ada2I
 from .plots import plot_training
-from .run_folder import data_identity, load_state, prepare_out, read_history, save_state
+from .run_folder import data_identity, fresh_run_dir, load_state, prepare_out, read_history, save_state
 from .step import make_optimizer, train_step
 
 # Model fields that come from the data, not from flags; TrainConfig fields that have their own flags.
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--size", type=float, default=1.0, help="synthetic corpus size as a fraction of the real one (default: 1)")
     parser.add_argument("--task", choices=("7class", "2class"), default="7class", help="MOSEI label set (default: 7class)")
-    parser.add_argument("--out", default=None, help="output directory (default: runs/<dataset>)")
+    parser.add_argument("--out", default=None, help="output folder (default: a new runs/<dataset>/<date-time>)")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt (its own settings)")
     parser.add_argument(
@@ -384,7 +384,7 @@ def main(argv=None) -> dict:
             seed = args.seed if args.seed is not None else TrainConfig.preset(args.dataset).seed
             corpus = open_corpus(args.dataset, args.data, seed=seed, size=args.size, task=args.task)
             model_config, train_config = configs_from_args(args, corpus)
-            out, state = Path(args.out or Path("runs") / args.dataset), None
+            out, state = Path(args.out) if args.out else fresh_run_dir(Path("runs") / args.dataset), None
             prepare_out(out, overwrite=args.overwrite)
             run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
                             classes=list(corpus.classes), data_identity=data_identity(corpus))

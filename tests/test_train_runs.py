@@ -174,3 +174,12 @@ def test_bad_flags_get_one_clear_line(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match=r"^error: --device cuda: CUDA is not available here"):
             _run(tmp_path / "x", "--device", "cuda")
+
+
+def test_without_out_every_run_gets_a_fresh_dated_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        train.main([*TINY, "--epochs", "1"])
+    runs = sorted((tmp_path / "runs" / "meld").iterdir())
+    assert len(runs) == 2 and all((run / "summary.json").is_file() for run in runs)
+    assert f"output {runs[0].relative_to(tmp_path)}" in capsys.readouterr().out
