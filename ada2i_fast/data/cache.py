@@ -2,9 +2,13 @@
 
 Layout: ``<dir>/manifest.json`` and ``<dir>/<split>/{a,t,v,labels,speakers,offsets}.npy``.
 Arrays load with ``allow_pickle=False`` (features memory-mapped). The manifest records where the
-data came from (a legacy pickle's size, mtime and sha256, to notice a changed source; or the
-transcript files a corpus was built from), every array's shape and dtype, and a checksum of
-itself (to notice a hand-edited manifest).
+data came from (a legacy pickle's path, size and sha256, to notice a changed source; or the
+transcript files a corpus was built from), every array's shape, dtype and sha256 (verified on
+load, to notice altered contents), and a checksum of itself (to notice a hand-edited manifest).
+
+A transcript corpus (``data.transcripts``) is a cache folder too, and may be the only copy of
+the user's features: :func:`load_or_build` replaces only the caches of legacy pickles,
+:func:`write_cache` only a cache folder or an empty one, and no message advises deleting one.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import warnings
 from os import PathLike
 from pathlib import Path
@@ -26,13 +30,25 @@ from .corpus import Corpus, Split
 from .legacy import read_legacy
 
 FORMAT = "ada2i-columnar-cache"
-VERSION = 1
+VERSION = 2  # 2: a sha256 per array, the source pickle compared by its bytes
 MANIFEST = "manifest.json"
-LEGACY = "legacy-pickle"  # source kinds: a legacy pickle's cache, or "transcripts" (data.transcripts)
+LEGACY = "legacy-pickle"  # source kinds: a legacy pickle's cache, or TRANSCRIPTS (data.transcripts)
+TRANSCRIPTS = "transcripts"
+SPLIT_NAMES = ("train", "dev", "test")
+ARRAY_KEYS = (*ORDER, "labels", "speakers", "offsets")
+REQUIRED_KEYS = ("labels", "speakers", "offsets")
 
 
 class CacheError(ValueError):
     """A cache directory is unreadable, corrupt or does not match what was asked for."""
+
+
+class StaleCacheError(CacheError):
+    """A cache written by an older version of this code; ``kind`` is its manifest's source kind."""
+
+    def __init__(self, message: str, kind: str | None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def cache_path(
@@ -47,25 +63,59 @@ def cache_path(
 
 
 def load_or_build(
-    source: str | PathLike, dataset: str, *, task: str = "7class", cache_dir: str | PathLike | None = None
+    source: str | PathLike,
+    dataset: str,
+    *,
+    task: str = "7class",
+    cache_dir: str | PathLike | None = None,
+    verify: bool = True,
 ) -> Corpus:
     """The file's own splits, as :func:`read_legacy` gives them, read through the cache.
 
     The corpus's ``source`` is the pickle's path. Builds the cache on first use and rebuilds it
-    when the source changed. A corrupt cache raises :class:`CacheError`; an unwritable cache
-    location only warns and returns the pickle's corpus.
+    when the pickle's bytes changed (its sha256 is compared on every load) or the cache was
+    written by an older version of this code. A corrupt cache raises :class:`CacheError`; an
+    unwritable cache location only warns and returns the pickle's corpus. ``verify``: check
+    every array's sha256 (see :func:`load_cache`).
     """
     source = Path(source)
     directory = cache_path(source, dataset, task=task, cache_dir=cache_dir)
-    if not (directory.exists() and _source_unchanged(read_manifest(directory)["source"], source)):
-        corpus = read_legacy(source, dataset, task=task)
-        try:
-            write_cache(corpus, directory, source=dict(kind=LEGACY, **file_record(source)), task=task)
-        except OSError as error:
-            warnings.warn(f"could not write the data cache {directory} ({error}); read {source} directly",
-                          stacklevel=2)
-            return corpus
-    return dataclasses.replace(load_cache(directory, dataset=dataset, task=task), source=str(source))
+    if directory.exists() and (manifest := _reusable_manifest(directory, source)) is not None:
+        corpus = load_cache(directory, dataset=dataset, task=task, verify=verify, manifest=manifest)
+        return dataclasses.replace(corpus, source=str(source))
+    corpus = read_legacy(source, dataset, task=task)
+    try:
+        write_cache(corpus, directory, source=dict(kind=LEGACY, **file_record(source)), task=task)
+    except OSError as error:
+        warnings.warn(f"could not write the data cache {directory} ({error}); read {source} directly",
+                      stacklevel=2)
+        return corpus
+    # Just written from ``corpus``: the hashes would only re-read what was written.
+    return dataclasses.replace(load_cache(directory, dataset=dataset, task=task, verify=False), source=str(source))
+
+
+def _reusable_manifest(directory: Path, source: Path) -> dict | None:
+    """The manifest of ``directory`` when it caches ``source`` as it is now; None when it must be rebuilt.
+
+    Raises :class:`CacheError` for anything that is not positively a legacy cache (a corrupt
+    manifest, a transcript corpus): those are never replaced.
+    """
+    try:
+        manifest = read_manifest(directory)
+    except StaleCacheError as error:
+        if error.kind == LEGACY:
+            return None
+        raise
+    kind = manifest["source"].get("kind")
+    if kind != LEGACY:
+        raise CacheError(
+            f"{directory} holds a {kind!r} corpus, not the cache of {source}; "
+            "pass cache_dir= to keep the cache of the pickle elsewhere"
+        )
+    recorded = manifest["source"]
+    if source.stat().st_size != recorded["size"] or _sha256(source) != recorded["sha256"]:
+        return None
+    return manifest
 
 
 def file_record(path: str | PathLike) -> dict:
@@ -77,18 +127,21 @@ def file_record(path: str | PathLike) -> dict:
 
 def write_cache(corpus: Corpus, directory: str | PathLike, *, source: dict, task: str = "7class") -> None:
     """Write ``corpus`` with ``source`` (a JSON record of where it came from, with a ``kind``);
-    atomic (built in a temp dir, then renamed)."""
+    atomic (built in a temp dir, then renamed). Folders and files follow the umask."""
     directory = Path(directory)
+    if directory.exists() and not _replaceable(directory):
+        raise CacheError(f"{directory} exists and is not a cache folder (no {FORMAT} manifest); name a new folder")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = _new_temp_dir(directory)
     try:
         splits = {}
         for name, split in corpus.splits.items():
             (tmp / name).mkdir()
             arrays = {}
             for key, array in _columns(split).items():
-                np.save(tmp / name / f"{key}.npy", np.ascontiguousarray(array), allow_pickle=False)
-                arrays[key] = {"shape": list(array.shape), "dtype": str(array.dtype)}
+                array = np.ascontiguousarray(array)
+                np.save(tmp / name / f"{key}.npy", array, allow_pickle=False)
+                arrays[key] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": _array_sha256(array)}
             splits[name] = {"dialogue_ids": list(split.dialogue_ids), "arrays": arrays}
         manifest = {
             "format": FORMAT,
@@ -107,36 +160,128 @@ def write_cache(corpus: Corpus, directory: str | PathLike, *, source: dict, task
         raise
 
 
+def _replaceable(directory: Path) -> bool:
+    """An empty folder, or one whose manifest says it is a cache (valid or not): never the user's own files."""
+    if directory.is_dir() and not any(directory.iterdir()):
+        return True
+    try:
+        return json.loads((directory / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def read_manifest(directory: str | PathLike) -> dict:
+    """The checked manifest of a cache directory; :class:`CacheError` says what is wrong and how to rebuild."""
     directory = Path(directory)
     path = directory / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise CacheError(f"{path}: unreadable manifest ({error}); delete {directory} to rebuild the cache") from None
+        raise CacheError(f"{path}: unreadable manifest ({error}); {_rebuild_advice(directory, None)}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CacheError(f"{path}: not an {FORMAT} manifest")
-    if manifest.get("version") != VERSION:
-        raise CacheError(
-            f"{path}: cache format version {manifest.get('version')!r}, this code reads {VERSION}; "
-            f"delete {directory} to rebuild the cache"
-        )
+        raise CacheError(f"{path}: not an {FORMAT} manifest; {_rebuild_advice(directory, None)}")
     if manifest.get("checksum") != _checksum(manifest):
-        raise CacheError(f"{path}: the manifest was modified (checksum mismatch); delete {directory} to rebuild")
+        raise CacheError(
+            f"{path}: the manifest was modified after it was written (checksum mismatch); "
+            f"{_rebuild_advice(directory, manifest)}"
+        )
+    if manifest.get("version") != VERSION:
+        raise StaleCacheError(
+            f"{path}: written by an older version of this code (cache format {manifest.get('version')!r}, "
+            f"this code reads {VERSION}); {_rebuild_advice(directory, manifest, stale=True)}",
+            _source_kind(manifest),
+        )
+    problem = _structure_problem(manifest)
+    if problem:
+        raise CacheError(f"{path}: {problem}; {_rebuild_advice(directory, manifest)}")
     return manifest
 
 
-def load_cache(directory: str | PathLike, *, dataset: str | None = None, task: str = "7class") -> Corpus:
+def _rebuild_advice(directory: Path, manifest: dict | None, *, stale: bool = False) -> str:
+    """How to rebuild the cache in ``directory`` (never by deleting it: it may hold the user's data).
+
+    ``stale``: the cache is only in an older format, which loading its pickle replaces by itself.
+    """
+    kind = _source_kind(manifest)
+    source = manifest.get("source") if isinstance(manifest, dict) else None
+    if kind == LEGACY and isinstance(source, dict):
+        pickle = source.get("path", "its source pickle")
+        if stale:
+            return f"this folder is the cache of {pickle}: loading that pickle rebuilds it"
+        return (f"this folder is the cache of {pickle} and holds nothing else: to rebuild it, rename or move "
+                "the folder away and load that pickle again")
+    if kind == TRANSCRIPTS and isinstance(source, dict):
+        csv_dir = source.get("path") or _csv_dir(source) or "CSV_DIR"
+        layout = source.get("layout", "LAYOUT")
+        return (f"this folder is a transcript corpus: rebuild it with `python -m ada2i_fast.data.transcripts "
+                f"--csv-dir {csv_dir} --layout {layout} --out {directory}`")
+    return ("if it is the cache of a legacy pickle, rename or move the folder away and load that pickle again to "
+            "rebuild it; a transcript corpus is rebuilt with `python -m ada2i_fast.data.transcripts`")
+
+
+def _source_kind(manifest) -> str | None:
+    source = manifest.get("source") if isinstance(manifest, dict) else None
+    return source.get("kind", LEGACY) if isinstance(source, dict) else None
+
+
+def _csv_dir(source: dict) -> str | None:
+    files = source.get("files")
+    train = files.get("train") if isinstance(files, dict) else None
+    return str(Path(train["path"]).parent) if isinstance(train, dict) and isinstance(train.get("path"), str) else None
+
+
+def _structure_problem(manifest: dict) -> str | None:
+    """What is malformed in a manifest whose checksum matches (a hand-made one), or None."""
+    if not isinstance(manifest.get("dataset"), str) or not _is_list_of(manifest.get("classes"), str):
+        return "'dataset' must be a string and 'classes' a list of strings"
+    source = manifest.get("source")
+    if not isinstance(source, dict):
+        return "'source' must be a record"
+    if _source_kind(manifest) == LEGACY and not (
+        isinstance(source.get("size"), int) and isinstance(source.get("sha256"), str)
+    ):
+        return "the source record of a legacy cache needs the pickle's 'size' and 'sha256'"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not splits or not set(splits) <= set(SPLIT_NAMES):
+        return f"'splits' must map some of {', '.join(SPLIT_NAMES)} to their arrays"
+    for name, info in splits.items():
+        if not isinstance(info, dict) or not _is_list_of(info.get("dialogue_ids"), str):
+            return f"split {name!r} needs a list of string 'dialogue_ids'"
+        arrays = info.get("arrays")
+        if not isinstance(arrays, dict) or not set(REQUIRED_KEYS) <= set(arrays) <= set(ARRAY_KEYS):
+            return f"split {name!r} must list the arrays {', '.join(REQUIRED_KEYS)} and some of {', '.join(ORDER)}"
+        for key, spec in arrays.items():
+            if not (isinstance(spec, dict) and _is_list_of(spec.get("shape"), int)
+                    and isinstance(spec.get("dtype"), str) and isinstance(spec.get("sha256"), str)):
+                return f"split {name!r}, array {key!r} needs a 'shape', a 'dtype' and a 'sha256'"
+    return None
+
+
+def _is_list_of(value, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
+
+def load_cache(
+    directory: str | PathLike,
+    *,
+    dataset: str | None = None,
+    task: str = "7class",
+    verify: bool = True,
+    manifest: dict | None = None,
+) -> Corpus:
     """Open a cache directory (features memory-mapped read-only); checks it against its manifest.
 
     The corpus's ``source`` is the directory, which :func:`load_corpus` accepts as a path.
     ``dataset`` checks a legacy pickle's cache; a transcript corpus brings its own classes and
-    trains under any dataset's preset.
+    trains under any dataset's preset. ``verify`` (default) compares every array's sha256 with
+    the manifest's: it reads every byte once (~45 ms for the 78 MB of a full-size meld, most of
+    such a load). ``manifest``: one :func:`read_manifest` already returned for this directory.
     """
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory) if manifest is None else manifest
+    advice = _rebuild_advice(directory, manifest)
     wanted = (dataset, task if dataset == "mosei" else None)
-    legacy = manifest["source"].get("kind", LEGACY) == LEGACY
+    legacy = _source_kind(manifest) == LEGACY
     if legacy and dataset is not None and (manifest["dataset"], manifest["task"]) != wanted:
         raise CacheError(
             f"{directory} caches dataset {manifest['dataset']!r} (task {manifest['task']!r}), "
@@ -144,7 +289,7 @@ def load_cache(directory: str | PathLike, *, dataset: str | None = None, task: s
         )
     splits = {}
     for name, info in manifest["splits"].items():
-        arrays = {key: _load_array(directory / name / f"{key}.npy", spec, directory)
+        arrays = {key: _load_array(directory / name / f"{key}.npy", spec, verify, advice)
                   for key, spec in info["arrays"].items()}
         splits[name] = Split(
             features={m: arrays[m] for m in ORDER if m in arrays},
@@ -157,31 +302,33 @@ def load_cache(directory: str | PathLike, *, dataset: str | None = None, task: s
     try:
         return corpus.validate()
     except ValueError as error:
-        raise CacheError(f"{directory}: inconsistent cache: {error}; delete it to rebuild") from error
+        raise CacheError(f"{directory}: inconsistent cache: {error}; {advice}") from error
 
 
 def _columns(split: Split) -> dict[str, np.ndarray]:
     return {**split.features, "labels": split.labels, "speakers": split.speakers, "offsets": split.offsets}
 
 
-def _load_array(path: Path, spec: dict, directory: Path) -> np.ndarray:
+def _load_array(path: Path, spec: dict, verify: bool, advice: str) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (OSError, ValueError) as error:
-        raise CacheError(f"{path}: unreadable or truncated ({error}); delete {directory} to rebuild") from None
+    except Exception as error:  # noqa: BLE001 - numpy's header parser raises more than ValueError (TokenError)
+        raise CacheError(f"{path}: unreadable or truncated ({type(error).__name__}: {error}); {advice}") from None
     if list(array.shape) != spec["shape"] or str(array.dtype) != spec["dtype"]:
         raise CacheError(
             f"{path}: holds {array.dtype}{list(array.shape)}, the manifest says {spec['dtype']}{spec['shape']}; "
-            f"delete {directory} to rebuild the cache"
+            f"{advice}"
+        )
+    if verify and _array_sha256(array) != spec["sha256"]:
+        raise CacheError(
+            f"{path}: its contents changed after the cache was written (sha256 mismatch: altered, or damaged "
+            f"on disk); {advice}"
         )
     return array
 
 
-def _source_unchanged(recorded: dict, source: Path) -> bool:
-    stat = source.stat()
-    if stat.st_size != recorded["size"]:
-        return False
-    return stat.st_mtime_ns == recorded["mtime_ns"] or _sha256(source) == recorded["sha256"]
+def _array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array)).hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -195,6 +342,17 @@ def _sha256(path: Path) -> str:
 def _checksum(manifest: dict) -> str:
     body = {k: v for k, v in manifest.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _new_temp_dir(directory: Path) -> Path:
+    """An empty sibling of ``directory`` to build in; unlike tempfile.mkdtemp (0o700) it follows the umask."""
+    while True:
+        tmp = directory.with_name(f".{directory.name}.{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _replace_dir(tmp: Path, directory: Path) -> None:

@@ -1,0 +1,139 @@
+"""Mutated legacy pickles and cache folders: each load ends in a ValueError naming the file (or loads a
+still valid file) quickly, nothing in the file runs, and no MemoryError or RecursionError hides behind
+the error (the pre-scan's bounds, not the machine's memory, stop an oversized file)."""
+
+import contextlib
+import os
+import pickle
+import signal
+import time
+
+import pytest
+from fixtures.legacy_data import legacy_dict, write_pickle
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ada2i_fast.data import load_corpus
+from ada2i_fast.data.cache import cache_path, load_cache
+from ada2i_fast.data.legacy import read_legacy
+
+SECONDS_PER_CASE = 5.0
+
+
+class _Payload:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory):
+    return tmp_path_factory.mktemp("sentinel") / "pwned"
+
+
+@pytest.fixture(scope="module")
+def pieces(sentinel):
+    """Valid pickles to mutate and fragments to splice into them."""
+    data = legacy_dict("meld")
+    hostile = pickle.dumps(_Payload(f"touch {sentinel}"), protocol=2)
+    pickle.loads(hostile)  # control: the payload is live
+    assert sentinel.exists()
+    sentinel.unlink()
+    return {
+        "originals": {protocol: pickle.dumps(data, protocol=protocol) for protocol in (0, 2, 4, 5)},
+        "fragments": [hostile, hostile[2:-1], pickle.dumps({"trainVid": ["x"]}, protocol=2)],
+    }
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = write_pickle(tmp_path_factory.mktemp("cache") / "meld.pkl", legacy_dict("meld"))
+    load_corpus("meld", path)
+    directory = cache_path(path, "meld")
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    return path, directory, {p: p.read_bytes() for p in files}
+
+
+mutations = st.lists(
+    st.tuples(
+        st.sampled_from(["flip", "truncate", "insert", "zero", "splice"]),
+        st.floats(0, 1),
+        st.binary(min_size=1, max_size=8),
+        st.integers(0, 2),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def _mutate(data: bytes, steps, fragments=()) -> bytes:
+    for kind, where, payload, fragment in steps:
+        at = int(where * max(len(data) - 1, 0))
+        if kind == "flip":
+            data = data[:at] + bytes([data[at] ^ payload[0]]) + data[at + 1:] if data else data
+        elif kind == "truncate":
+            data = data[:at]
+        elif kind == "insert":
+            data = data[:at] + payload + data[at:]
+        elif kind == "zero":
+            data = data[:at] + bytes(len(payload)) + data[at + len(payload):]
+        elif fragments:
+            data = data[:at] + fragments[fragment] + data[at:]
+    return data
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    def expire(*_):
+        raise TimeoutError(f"a load ran past {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.perf_counter() - start < seconds
+
+
+def _assert_named_error(error: ValueError, name) -> None:
+    assert str(name) in str(error)
+    assert not isinstance(error.__cause__, (MemoryError, RecursionError)), error.__cause__
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(protocol=st.sampled_from([0, 2, 4, 5]), steps=mutations)
+def test_a_mutated_legacy_pickle_loads_or_gets_a_named_error(tmp_path_factory, pieces, sentinel, protocol, steps):
+    path = tmp_path_factory.mktemp("fuzz") / "meld.pkl"
+    path.write_bytes(_mutate(pieces["originals"][protocol], steps, pieces["fragments"]))
+    with _time_limit(SECONDS_PER_CASE):
+        try:
+            corpus = read_legacy(path, "meld")
+            assert corpus.splits["train"].num_dialogues >= 1
+        except ValueError as error:
+            _assert_named_error(error, path)
+    assert not sentinel.exists()
+
+
+@pytest.mark.filterwarnings("ignore")  # numpy's notes on a mangled .npy header are not the point here
+@settings(max_examples=100, deadline=None)
+@given(which=st.integers(0, 100), steps=mutations)
+def test_a_mutated_cache_loads_or_gets_a_named_error(cache, which, steps):
+    path, directory, originals = cache
+    target = sorted(originals)[which % len(originals)]
+    target.write_bytes(_mutate(originals[target], steps))
+    try:
+        for source in (directory, path):
+            with _time_limit(SECONDS_PER_CASE):
+                try:
+                    load_corpus("meld", source)
+                except ValueError as error:
+                    _assert_named_error(error, directory)
+    finally:
+        for file, data in originals.items():
+            file.write_bytes(data)
+    load_cache(directory)  # restored: the next case starts from a valid cache
