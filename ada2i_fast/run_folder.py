@@ -37,6 +37,15 @@ def prepare_out(out: Path, *, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in present:
         (out / name).unlink()
+    remove_torn_writes(out)
+
+
+def remove_torn_writes(out: Path) -> None:
+    """Delete the temp files of writes that a kill (SIGKILL, power loss) cut short; the files they
+    were to replace are intact (``atomic.atomic_open``)."""
+    for name in RUN_FILES:
+        for torn in out.glob(f".{name}.*.tmp"):
+            torn.unlink()
 
 
 def fresh_run_dir(parent: Path) -> Path:
@@ -69,6 +78,8 @@ def save_state(path: Path, state: dict) -> None:
 def load_state(run_dir: Path) -> dict:
     """The state saved in ``run_dir/last.pt``; names what is missing or wrong."""
     path = run_dir / "last.pt"
+    if run_dir.is_dir():
+        remove_torn_writes(run_dir)
     if not path.is_file():
         raise ValueError(f"--resume {run_dir}: no last.pt there (a run writes it after each epoch)")
     state = read_checkpoint(path)

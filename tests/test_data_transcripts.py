@@ -1,6 +1,7 @@
 """The transcript corpus builder: layouts, grouping and order, features, the CLI, and its errors."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -114,6 +115,7 @@ def test_the_trainer_reads_a_transcript_corpus_text_only(meld_dir, tmp_path, cap
     out = tmp_path / "corpus"
     main(["--csv-dir", str(meld_dir), "--out", str(out), "--text-dim", "16"])
     assert "train with --data" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["source"]["modalities"] == "t"
     tiny = ["--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--epochs", "1", "--quiet"]
     summary = train.main(["--dataset", "meld", "--data", str(out), "--out", str(tmp_path / "run"), *tiny])
     assert summary["config"]["modalities"] == "t"

@@ -183,3 +183,12 @@ def test_without_out_every_run_gets_a_fresh_dated_folder(tmp_path, monkeypatch, 
     runs = sorted((tmp_path / "runs" / "meld").iterdir())
     assert len(runs) == 2 and all((run / "summary.json").is_file() for run in runs)
     assert f"output {runs[0].relative_to(tmp_path)}" in capsys.readouterr().out
+
+
+def test_temp_files_of_a_killed_write_are_removed_when_the_run_continues(tmp_path):
+    out = tmp_path / "run"
+    _run(out, "--epochs", "1")
+    torn = out / ".last.pt.x1y2.tmp"
+    torn.write_bytes(b"half of a state a SIGKILL cut short")
+    train.main(["--resume", str(out), "--quiet"])  # a finished run: only the test report again
+    assert not torn.exists() and (out / "last.pt").is_file()

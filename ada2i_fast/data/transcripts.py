@@ -258,6 +258,7 @@ def main(argv=None) -> None:
     source = {
         "kind": "transcripts",
         "layout": layout.name,
+        "modalities": corpus.modalities,  # text only: transcripts carry no audio or visual features
         "features": "embeddings" if args.embeddings else f"tfidf-svd-{corpus.dims['t']}",
         "files": {split: file_record(csv_dir / layout.files.format(split=split)) for split in SPLITS},
     }
