@@ -1,4 +1,5 @@
-"""The evaluation loop: a model over one split -> loss, accuracy, weighted F1 and the per-class report."""
+"""The evaluation loop: a model over one split -> loss, accuracy, weighted F1, the per-class report,
+the confusion matrix, and each modality's own weighted F1 (the argmax of its un-normalised logits)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, classification_report, f1_score
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from .data import Split, iterate_batches
 from .model import Ada2I
@@ -17,6 +18,7 @@ class Evaluation:
     loss: float
     accuracy: float
     weighted_f1: float
+    unimodal_weighted_f1: dict[str, float]
     labels: np.ndarray = field(repr=False)
     predictions: np.ndarray = field(repr=False)
 
@@ -44,7 +46,10 @@ class Evaluation:
             "loss": self.loss,
             "accuracy": self.accuracy,
             "weighted_f1": self.weighted_f1,
+            "unimodal_weighted_f1": self.unimodal_weighted_f1,
             "per_class": {name: table[name] for name in classes},
+            # rows: true class, columns: predicted class, in the order of ``classes``
+            "confusion_matrix": confusion_matrix(self.labels, self.predictions, labels=list(range(len(classes)))).tolist(),
         }
 
 
@@ -53,22 +58,29 @@ def evaluate_split(model: Ada2I, split: Split, *, batch_size: int, device: torch
     """Eval-mode pass over ``split``; the loss is L_cls + L_feature averaged over batches."""
     was_training = model.training
     model.eval()
-    losses, labels, predictions = [], [], []
+    losses, labels, predictions, unimodal = [], [], [], []
     try:
         for batch in iterate_batches(split, model.config.modalities, batch_size, shuffle=False):
             output = model(batch.to(device))
             losses.append(model.loss(output))
             labels.append(output.labels)
             predictions.append(output.log_probs.argmax(-1))
+            unimodal.append(output.unimodal_logits.argmax(-1))
     finally:
         model.train(was_training)
     y_true = torch.cat(labels).cpu().numpy()
     y_pred = torch.cat(predictions).cpu().numpy()
+    per_modality = torch.cat(unimodal, dim=1).cpu().numpy()
     return Evaluation(
         loss=torch.stack(losses).mean().item(),
         accuracy=float(accuracy_score(y_true, y_pred)),
-        weighted_f1=float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        weighted_f1=_weighted_f1(y_true, y_pred),
+        unimodal_weighted_f1={m: _weighted_f1(y_true, p) for m, p in zip(model.config.modalities, per_modality)},
         labels=y_true,
         predictions=y_pred,
     )
+
+
+def _weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
 

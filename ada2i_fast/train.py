@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--log-every", type=int, default=0,
                          help="read the loss every N steps (default: 0, once per epoch)")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
+    ablation = parser.add_argument_group("ablations (the paper's; each recorded in summary.json)")
+    ablation.add_argument("--no-afw", action="store_true", help="encoders straight to the head (--mmt-nlayers 0)")
+    ablation.add_argument("--no-amw", action="store_true", help="the concat head instead of the cosine one (--no-mmcosine)")
     for title, config_cls, skip in (
         ("model hyperparameters (default: the dataset's preset)", Ada2IConfig, _DATA_FIELDS),
         ("training recipe (default: the dataset's preset)", TrainConfig, _RUNTIME_FIELDS),
@@ -92,9 +96,27 @@ def _preset_help(config_cls, name: str) -> str:
     return "(default: " + ", ".join(f"{dataset} {value}" for dataset, value in values.items()) + ")"
 
 
+def ablations(model_config: Ada2IConfig, train_config: TrainConfig) -> dict[str, bool]:
+    """Which of the method's parts a run kept (the paper's ablations)."""
+    return {
+        "afw": model_config.mmt_nlayers > 0,
+        "amw": model_config.mmcosine,
+        "modulation": train_config.modulation,
+        "grad_noise": train_config.modulation and train_config.grad_noise,
+    }
+
+
 def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2IConfig, TrainConfig]:
     """The preset of ``--dataset`` with the flags given, and the corpus's dims and classes."""
     chosen = {name: value for name, value in vars(args).items() if value is not None}
+    if args.no_afw:
+        if chosen.get("mmt_nlayers", 0):
+            raise ValueError("--no-afw and --mmt-nlayers contradict each other")
+        chosen["mmt_nlayers"] = 0
+    if args.no_amw:
+        if chosen.get("mmcosine"):
+            raise ValueError("--no-amw and --mmcosine contradict each other")
+        chosen["mmcosine"] = False
     model_overrides = {k: v for k, v in chosen.items() if k in Ada2IConfig.field_names() and k not in _DATA_FIELDS}
     if "modalities" not in model_overrides:  # the preset's modalities that the data has (transcripts: "t")
         preset = Ada2IConfig.preset(args.dataset).modalities
@@ -237,10 +259,12 @@ def _all_finite(state: dict) -> bool:
 
 def fit(
     corpus: Corpus, model_config: Ada2IConfig, train_config: TrainConfig, out: Path, run_info: dict,
-    resume: dict | None = None,
+    resume: dict | None = None, on_epoch_end: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train on ``corpus["train"]``, select on dev, report test; writes ``out``'s files; returns the summary.
-    ``resume``: the state of ``run_folder.load_state``, to continue that run bit-identically."""
+    ``resume``: the state of ``run_folder.load_state``, to continue that run bit-identically.
+    ``on_epoch_end`` gets each epoch's metrics record once it is written (a sweep may raise there to
+    prune the run)."""
     device = torch.device(train_config.device)
     torch.manual_seed(train_config.seed)
     model = Ada2I(model_config).to(device)
@@ -316,7 +340,8 @@ def fit(
                 coefficient=dict(zip(model_config.modalities, stats["coefficients"])),
                 modulated=train_config.modulates(epoch),
                 skipped_steps=stats["skipped_steps"],
-                dev=dict(loss=dev.loss, accuracy=dev.accuracy, weighted_f1=dev.weighted_f1),
+                dev=dict(loss=dev.loss, accuracy=dev.accuracy, weighted_f1=dev.weighted_f1,
+                         unimodal_weighted_f1=dev.unimodal_weighted_f1),
                 lr=optimizer.param_groups[0]["lr"],
                 padding_waste=padding_waste(splits["train"], train_config.batch_size, **_batch_order(train_config, epoch)),
                 seconds=seconds,
@@ -325,6 +350,8 @@ def fit(
             history.append(record)
             metrics_file.write(strict_json(record) + "\n")
             metrics_file.flush()
+            if on_epoch_end is not None:
+                on_epoch_end(record)
             tqdm.write(
                 f"epoch {epoch:3d} | loss {stats['loss']:.4f} | dev loss {dev.loss:.4f} "
                 f"f1 {dev.weighted_f1:.4f} acc {dev.accuracy:.4f} | rho "
@@ -351,6 +378,7 @@ def fit(
         best_epoch=best_epoch,
         best_dev_weighted_f1=best_f1,
         test=test.summary(corpus.classes),
+        ablations=ablations(model_config, train_config),
         epochs_run=len(history),
         timing=dict(seconds=sum(r["seconds"] for r in history)),
     )

@@ -20,6 +20,7 @@ import sys
 import pytest
 import torch
 
+from ada2i_fast import Ada2IConfig
 from ada2i_fast.afw import AFW
 from ada2i_fast.kernels import tensor_ring, use_backend
 from ada2i_fast.kernels.tensor_ring_torch import tensor_ring_factored
@@ -147,7 +148,7 @@ def test_tensor_ring(benchmark, shape, backend, mode):
 def test_afw_layer(benchmark, shape, backend):
     """One AFW layer in training mode, forward and backward: the op, the feature loss and dropout."""
     torch.manual_seed(0)
-    afw = AFW(shape.M, shape.H, shape.R, BETA, n_layers=1, drop_rate=0.5, reference=False).to(DEVICE)
+    afw = AFW(shape.M, shape.H, shape.R, BETA, n_layers=1, drop_rate=0.5, semantics=Ada2IConfig().semantics).to(DEVICE)
     h, mask = _inputs(shape, DEVICE)[:2]
     flat_index = mask.flatten().nonzero().flatten()
 

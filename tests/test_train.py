@@ -66,3 +66,11 @@ def test_bad_files_get_one_clear_error_line(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: .*os"):
         train.main(["--dataset", "meld", "--data", str(hostile), "--epochs", "1", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "pwned").exists()
+
+
+def test_ablation_switches_are_recorded(tmp_path):
+    _, summary = _run(tmp_path, "ablated", "--size", "0.03", "--epochs", "1", "--no-afw", "--no-amw", "--no-grad-noise")
+    assert summary["ablations"] == {"afw": False, "amw": False, "modulation": True, "grad_noise": False}
+    assert summary["config"]["mmt_nlayers"] == 0 and summary["config"]["mmcosine"] is False
+    with pytest.raises(SystemExit, match="--no-afw and --mmt-nlayers contradict"):
+        train.main(["--dataset", "meld", "--no-afw", "--mmt-nlayers", "2", "--out", str(tmp_path / "x"), *TINY])
