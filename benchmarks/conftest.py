@@ -1,0 +1,53 @@
+"""A closing summary for ``pytest benchmarks/ --benchmark-only``: per group, the winner and its speed-up
+over the authors' computation, and a warning when the machine was too busy for the ratios to hold."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from report import baseline_of, variant
+
+LOAD_PER_CORE_LIMIT = 0.5  # a 1-minute load average above this share of the cores means other work ran
+SPREAD_LIMIT = 0.15  # standard deviation over mean of a group's rounds
+
+
+def pytest_sessionstart(session) -> None:
+    session.config._ada2i_load_at_start = os.getloadavg()[0]
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    session = getattr(config, "_benchmarksession", None)
+    measured = [bench for bench in (session.benchmarks if session else []) if bench.stats is not None]
+    if not measured:
+        return
+    groups: dict[str, list[dict]] = {}
+    for bench in measured:
+        stats = bench.stats
+        groups.setdefault(bench.group or bench.name, []).append(
+            {"name": bench.name, "stats": {"mean": stats.mean, "stddev": stats.stddev}}
+        )
+    cores = os.cpu_count() or 1
+    loads = (getattr(config, "_ada2i_load_at_start", 0.0), os.getloadavg()[0])
+    write = terminalreporter.write_line
+    terminalreporter.section("ada2i_fast: who won")
+    write(f"load average {loads[0]:.2f} at the start, {loads[1]:.2f} at the end, on {cores} cores")
+    noisy = []
+    for group, entries in groups.items():
+        base = baseline_of(entries)
+        winner = min(entries, key=lambda e: e["stats"]["mean"])
+        speedup = base["stats"]["mean"] / winner["stats"]["mean"]
+        write(
+            f"  {group}: {variant(winner)} {winner['stats']['mean'] * 1e3:,.2f} ms, "
+            + (f"{speedup:.2f}x {variant(base)}" if winner is not base else "the baseline itself is fastest")
+        )
+        if any(e["stats"]["stddev"] > SPREAD_LIMIT * e["stats"]["mean"] for e in entries):
+            noisy.append(group)
+    if max(loads) > LOAD_PER_CORE_LIMIT * cores:
+        write(f"WARNING: the machine was busy (load average up to {max(loads):.2f} on {cores} cores): "
+              "other work shared the cores, so these ratios may be wrong; rerun on a quiet machine", red=True)
+    if noisy:
+        write(f"WARNING: rounds spread more than {SPREAD_LIMIT:.0%} in {len(noisy)} group(s): "
+              + "; ".join(noisy), yellow=True)
