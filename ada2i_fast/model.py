@@ -32,9 +32,15 @@ class Ada2IOutput:
 
 @dataclass
 class Prediction:
+    """What :meth:`Ada2I.predict` gives: per real utterance, the label, the class probabilities and
+    each modality's exact share of the fused logits (``contributions.sum(1) + bias`` are the logits
+    the probabilities are the softmax of, to float rounding)."""
+
     labels: Tensor  # [N]
     probabilities: Tensor  # [N, C]
     lengths: Tensor  # [B]; split the N rows per dialogue with torch.split(x, lengths.tolist())
+    contributions: Tensor | None = None  # [N, M, C], modalities in the model's order, bias excluded
+    bias: Tensor | None = None  # [C], shared by every utterance
 
 
 def total_loss(terms: dict[str, Tensor]) -> Tensor:
@@ -118,14 +124,20 @@ class Ada2I(nn.Module):
 
     @torch.inference_mode()
     def predict(self, batch: Batch) -> Prediction:
-        """Labels and class probabilities of every real utterance, in eval mode."""
+        """Labels, class probabilities and each modality's logit contributions per real utterance, in eval mode."""
+        head_inputs = []
+        # The head's input Z [M, N, H] is caught on its way in, so forward stays the one path to it.
+        hook = self.head.register_forward_pre_hook(lambda head, args: head_inputs.append(args[0]))
         was_training = self.training
         self.eval()
         try:
             probabilities = self(batch).log_probs.exp()
         finally:
             self.train(was_training)
-        return Prediction(probabilities.argmax(-1), probabilities, batch.lengths)
+            hook.remove()
+        contributions = self.head.contributions(head_inputs[0]).transpose(0, 1)
+        bias = self.head.fc_out.bias.detach().clone()
+        return Prediction(probabilities.argmax(-1), probabilities, batch.lengths, contributions, bias)
 
     @classmethod
     def from_reference_checkpoint(cls, path, **overrides) -> "Ada2I":

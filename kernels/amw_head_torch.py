@@ -38,3 +38,21 @@ def amw_head_torch(z: Tensor, weight: Tensor, bias: Tensor, labels: Tensor | Non
             gold = unimodal.detach().softmax(-1).gather(2, labels.expand(n_mod, -1).unsqueeze(-1))
             scores = gold.squeeze(-1).sum(1)
     return fused, unimodal, scores
+
+
+def amw_head_contributions_torch(z: Tensor, weight: Tensor, scale: float, normalisation: str) -> Tensor:
+    """Each modality's exact share of the fused logits, ``[M, N, C]``, without the bias.
+
+    ``contributions.sum(0) + bias`` equals the fused logits of :func:`amw_head_torch` (to float
+    rounding): ``scale · cos`` per modality for ``"class"`` and ``"feature"``, ``z_m W_m^T`` for
+    ``"none"``. The bias is shared by all modalities, so it stays out of every share.
+    """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {', '.join(NORMALISATIONS)}")
+    n_mod, _, hidden = z.shape
+    w_blocks = weight.reshape(weight.shape[0], n_mod, hidden).transpose(0, 1)  # [M, C, H]
+    if normalisation == "none":
+        return torch.bmm(z, w_blocks.transpose(1, 2))
+    z_unit = F.normalize(z, dim=-1)
+    w_unit = F.normalize(w_blocks, dim=2 if normalisation == "class" else 1)
+    return scale * torch.bmm(z_unit, w_unit.transpose(1, 2))

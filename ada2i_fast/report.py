@@ -1,0 +1,126 @@
+"""Pictures of finished training runs: ``python -m ada2i_fast.report RUN_DIR [RUN_DIR ...] [--out DIR]``.
+
+Reads each run folder's ``metrics.jsonl`` and ``summary.json`` (written by ``train``) and writes:
+
+    balance.png      ρ_m and k_m per modality over epochs, runs overlaid
+    dev_f1.png       each modality's own dev weighted F1 against the fused model's, runs overlaid
+    confusion.png    the test confusion matrix of the best-dev state (one run), or
+    confusion-<run>.png  one per run when there are several
+
+The best dev epoch is starred on every curve. ``--out`` defaults to the run folder (one run) or a
+``report`` folder beside the first run folder (several).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from .plots import RunCurves, plot_balance, plot_confusion, plot_dev_f1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ada2i_fast.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a folder written by train")
+    parser.add_argument("--out", type=Path, default=None, help="where the PNGs go (see above for the default)")
+    return parser
+
+
+def main(argv=None) -> None:
+    """The CLI (returns None: console scripts exit with what ``main`` returns). A folder that is not a
+    finished run ends in one ``error:`` line."""
+    args = build_parser().parse_args(argv)
+    try:
+        write_report(args.run_dirs, args.out or default_out(args.run_dirs))
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"error: {error}") from error
+
+
+def write_report(run_dirs: list[Path], out: Path) -> list[Path]:
+    """Writes the PNGs of ``run_dirs`` into ``out``; returns their paths."""
+    labels = run_labels(run_dirs)
+    runs = [read_run(run_dir) for run_dir in run_dirs]
+    curves = [RunCurves(label, history, summary["best_epoch"]) for label, (history, summary) in zip(labels, runs)]
+    written = [out / "balance.png", out / "dev_f1.png"]
+    plot_balance(curves, written[0])
+    plot_dev_f1(curves, written[1])
+    for label, (_, summary) in zip(labels, runs):
+        name = "confusion.png" if len(runs) == 1 else f"confusion-{file_safe(label)}.png"
+        plot_confusion(summary["test"]["confusion_matrix"], summary["classes"], out / name,
+                       title=confusion_title(label, summary))
+        written.append(out / name)
+    print("wrote " + ", ".join(str(path) for path in written))
+    return written
+
+
+def read_run(run_dir: Path) -> tuple[list[dict], dict]:
+    """The epoch records of ``metrics.jsonl`` and the ``summary.json`` of a finished run, or a
+    ``ValueError`` naming the folder and what it lacks."""
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such run folder")
+    metrics, summary_path = run_dir / "metrics.jsonl", run_dir / "summary.json"
+    if not metrics.is_file():
+        raise ValueError(f"{run_dir}: no metrics.jsonl; not a training run folder (python -m ada2i_fast.train --out DIR)")
+    if not summary_path.is_file():
+        raise ValueError(f"{run_dir}: no summary.json; the run has not finished (train writes it at the end)")
+    history = [_json(line, f"{metrics}, line {n}") for n, line in enumerate(metrics.read_text().splitlines(), 1)
+               if line.strip()]
+    if not history:
+        raise ValueError(f"{metrics}: no epoch records")
+    for n, record in enumerate(history, 1):
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise ValueError(f"{metrics}, record {n}: not an epoch record (an object with an integer 'epoch')")
+    summary = _json(summary_path.read_text(), str(summary_path))
+    if not isinstance(summary, dict):
+        raise ValueError(f"{summary_path}: not a JSON object")
+    missing = [key for key in ("best_epoch", "classes", "test") if key not in summary]
+    if "test" in summary and "confusion_matrix" not in summary["test"]:
+        missing.append("test.confusion_matrix")
+    if missing:
+        raise ValueError(f"{summary_path}: lacks {', '.join(missing)} (written by an older ada2i_fast?)")
+    return history, summary
+
+
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """Each folder's name, or as many trailing path parts as it takes to tell the folders apart."""
+    parts = [run_dir.resolve().parts for run_dir in run_dirs]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    raise ValueError("a run folder is named twice")
+
+
+def default_out(run_dirs: list[Path]) -> Path:
+    return run_dirs[0] if len(run_dirs) == 1 else run_dirs[0].parent / "report"
+
+
+def confusion_title(label: str, summary: dict) -> str:
+    test = summary["test"]
+    return (f"{label}: test split, best-dev state (epoch {summary['best_epoch']})\n"
+            f"accuracy {_score(test.get('accuracy'))} · weighted F1 {_score(test.get('weighted_f1'))}")
+
+
+def _score(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def file_safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-")
+
+
+def _json(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not JSON ({error})") from None
+
+
+if __name__ == "__main__":
+    main()

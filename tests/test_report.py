@@ -1,0 +1,78 @@
+"""The report CLI: PNGs of a tiny trained run, runs overlaid, and one error line for a folder that is not a run."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ada2i_fast import report, train
+
+TINY = ["--hidden", "32", "--rank", "3", "--ffn-dim", "64", "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    train.main(["--dataset", "meld", "--size", "0.05", "--epochs", "2", "--out", str(out), *TINY])
+    return out
+
+
+def _copy_of_run(run: Path, to: Path) -> Path:
+    """A second run folder holding just what the report reads."""
+    to.mkdir(parents=True)
+    for name in ("metrics.jsonl", "summary.json"):
+        shutil.copy(run / name, to / name)
+    return to
+
+
+def _assert_pngs(paths):
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(PNG_SIGNATURE), path
+        assert len(data) > 5_000, path
+
+
+def test_one_run_gets_its_pictures_in_its_own_folder(trained_run, tmp_path):
+    run = _copy_of_run(trained_run, tmp_path / "run")
+    report.main([str(run)])
+    _assert_pngs([run / "balance.png", run / "dev_f1.png", run / "confusion.png"])
+
+
+def test_several_runs_are_overlaid_in_a_report_folder_beside_them(trained_run, tmp_path):
+    runs = [_copy_of_run(trained_run, tmp_path / name) for name in ("seed1", "seed2")]
+    report.main([str(run) for run in runs])
+    out = tmp_path / "report"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "balance.png", "confusion-seed1.png", "confusion-seed2.png", "dev_f1.png"
+    ]
+    _assert_pngs(out.iterdir())
+
+
+def test_out_names_the_folder_and_runs_of_one_name_are_told_apart(trained_run, tmp_path):
+    runs = [_copy_of_run(trained_run, tmp_path / group / "run") for group in ("lr1", "lr2")]
+    written = report.write_report(runs, tmp_path / "pictures")
+    assert {p.name for p in written} == {"balance.png", "dev_f1.png", "confusion-lr1-run.png", "confusion-lr2-run.png"}
+    _assert_pngs(written)
+
+
+def test_a_folder_without_metrics_is_one_error_line_naming_it(tmp_path):
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match=r"^error: .*not-a-run: no metrics\.jsonl; not a training run folder"):
+        report.main([str(empty)])
+    with pytest.raises(SystemExit, match=r"^error: .*missing: no such run folder$"):
+        report.main([str(tmp_path / "missing")])
+    assert not list(empty.iterdir())
+
+
+def test_an_unfinished_or_damaged_run_is_named(trained_run, tmp_path):
+    run = _copy_of_run(trained_run, tmp_path / "run")
+    (run / "summary.json").unlink()
+    with pytest.raises(SystemExit, match=r"^error: .*run: no summary\.json; the run has not finished"):
+        report.main([str(run)])
+    shutil.copy(trained_run / "summary.json", run / "summary.json")
+    with open(run / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"epoch": 3, "ratio": \n')
+    with pytest.raises(SystemExit, match=r"^error: .*metrics\.jsonl, line 3: not JSON"):
+        report.main([str(run)])
