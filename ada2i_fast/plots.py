@@ -1,14 +1,45 @@
-"""Training curves as a PNG: losses, dev weighted F1, and the disparity ratio per modality."""
+"""Pictures of training runs as PNGs (matplotlib, Agg backend): the curves of one run, the modality
+balance and dev F1 of runs overlaid, a confusion matrix; :func:`save_figure` writes one atomically."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
 import matplotlib
+import numpy as np
+
+from .atomic import atomic_open
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+@dataclass(frozen=True)
+class RunCurves:
+    """One run's epoch records (the lines of its ``metrics.jsonl``) under a label, and its best-dev epoch."""
+
+    label: str
+    history: list[dict]
+    best_epoch: int
+
+    @property
+    def epochs(self) -> list[int]:
+        return [record["epoch"] for record in self.history]
+
+    def series(self, *keys: str) -> np.ndarray:
+        """The value at ``record[keys[0]][keys[1]]...`` of every epoch; NaN where absent or null."""
+        values = []
+        for record in self.history:
+            for key in keys:
+                record = record.get(key) if isinstance(record, dict) else None
+            values.append(math.nan if record is None else float(record))
+        return np.asarray(values)
+
+
 def plot_training(history: list[dict], path, *, title: str) -> None:
+    """One run: losses, dev weighted F1, and the disparity ratio per modality."""
     epochs = [r["epoch"] for r in history]
     fig, (losses, f1, ratios) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     losses.plot(epochs, [r["train"]["loss"] for r in history], label="train L")
@@ -24,5 +55,144 @@ def plot_training(history: list[dict], path, *, title: str) -> None:
     ratios.set(xlabel="epoch", ylabel="disparity ratio", title="refined disparity ratio (mean per epoch)")
     ratios.legend()
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def plot_balance(runs: Sequence[RunCurves], path) -> None:
+    """Disparity ratio ρ_m (top row) and modulation coefficient k_m (bottom row) over epochs, one
+    column per modality, runs overlaid; filled markers are epochs with gradient modulation."""
+    modalities = modalities_of(runs)
+    fig, axes = plt.subplots(2, len(modalities), figsize=(4.5 * len(modalities), 7), squeeze=False,
+                             sharex=True, constrained_layout=True)
+    for column, modality in enumerate(modalities):
+        rho, k = axes[0, column], axes[1, column]
+        rho.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        for colour, run in zip(run_colours(len(runs)), runs):
+            _plot_modulated_curve(rho, run, run.series("ratio", modality), colour)
+            _plot_modulated_curve(k, run, run.series("coefficient", modality), colour)
+        rho.set(title=f"ρ_{modality}  (disparity ratio)", ylabel="ρ")
+        k.set(title=f"k_{modality}  (modulation coefficient)", ylabel="k", xlabel="epoch")
+    _legend_of_runs(fig, runs, extra="★ best dev epoch · filled markers: modulated epochs")
+    save_figure(fig, path)
+
+
+def plot_dev_f1(runs: Sequence[RunCurves], path) -> None:
+    """Per modality, its own dev weighted F1 (solid) against the fused model's (dashed), runs overlaid."""
+    modalities = modalities_of(runs)
+    fig, axes = plt.subplots(1, len(modalities), figsize=(4.5 * len(modalities), 4), squeeze=False,
+                             sharey=True, constrained_layout=True)
+    for panel, modality in zip(axes[0], modalities):
+        for colour, run in zip(run_colours(len(runs)), runs):
+            fused = run.series("dev", "weighted_f1")
+            panel.plot(run.epochs, run.series("dev", "unimodal_weighted_f1", modality), color=colour, marker=".")
+            panel.plot(run.epochs, fused, color=colour, linestyle="--", alpha=0.7)
+            _mark_best_epoch(panel, run, fused, colour)
+        panel.set(title=f"{modality} alone (solid) vs fused (dashed)", xlabel="epoch")
+    axes[0, 0].set_ylabel("dev weighted F1")
+    _legend_of_runs(fig, runs, extra="★ best dev epoch")
+    save_figure(fig, path)
+
+
+def plot_confusion(matrix, classes: Sequence[str], path, *, title: str) -> None:
+    """Counts per (true, predicted) class, coloured by the share of the true class's utterances."""
+    counts = np.asarray(matrix, dtype=float)
+    totals = counts.sum(1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    size = 1.0 + 0.75 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), constrained_layout=True)
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (true, predicted), count in np.ndenumerate(counts):
+        colour = "white" if shares[true, predicted] > 0.6 else "black"
+        ax.text(predicted, true, f"{int(count)}", ha="center", va="center", color=colour, fontsize=9)
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, list(classes), rotation=45, ha="right")
+    ax.set_yticks(ticks, list(classes))
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    save_figure(fig, path)
+
+
+def modalities_of(runs: Sequence[RunCurves]) -> list[str]:
+    """Every modality any run records a ratio for, in the order they first appear."""
+    seen: dict[str, None] = {}
+    for run in runs:
+        for record in run.history:
+            seen.update(dict.fromkeys(record.get("ratio", {})))
+    if not seen:
+        raise ValueError("no run records a disparity ratio per modality")
+    return list(seen)
+
+
+def run_colours(n: int) -> list:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def save_figure(fig, path) -> None:
+    try:
+        with atomic_open(path) as handle:
+            fig.savefig(handle, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def _plot_modulated_curve(ax, run: RunCurves, values: np.ndarray, colour) -> None:
+    epochs = np.asarray(run.epochs)
+    modulated = np.asarray([bool(record.get("modulated")) for record in run.history])
+    ax.plot(epochs, values, color=colour)
+    ax.scatter(epochs[modulated], values[modulated], color=colour, s=18, zorder=3)
+    ax.scatter(epochs[~modulated], values[~modulated], facecolors="white", edgecolors=colour, s=18, zorder=3)
+    _mark_best_epoch(ax, run, values, colour)
+
+
+def _mark_best_epoch(ax, run: RunCurves, values: np.ndarray, colour) -> None:
+    """A dotted vertical line at the run's best dev epoch and a star where the curve crosses it."""
+    if run.best_epoch not in run.epochs:
+        return
+    ax.axvline(run.best_epoch, color=colour, linestyle=":", linewidth=1)
+    ax.plot([run.best_epoch], [values[run.epochs.index(run.best_epoch)]], marker="*", markersize=13,
+            color=colour, markeredgecolor="black", linestyle="none", zorder=4)
+
+
+def _legend_of_runs(fig, runs: Sequence[RunCurves], *, extra: str) -> None:
+    handles = [plt.Line2D([], [], color=colour) for colour in run_colours(len(runs))]
+    labels = [f"{run.label} (best epoch {run.best_epoch})" for run in runs]
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(runs), 3), frameon=False,
+               title=extra, title_fontsize="small")
+
+
+# --- the modality sweep ----------------------------------------------------------------------------
+
+_VARIANT_COLOURS = {"full": "tab:green", "pair": "tab:blue", "single": "tab:grey", "ablation": "tab:orange"}
+
+
+def plot_variant_gaps(rows: list[dict], path, *, reference: str, title: str) -> None:
+    """The pairwise-gap figure: per variant a bar of mean weighted F1 over seeds with its std as an
+    error bar, test and dev side by side; the ``reference`` variant's mean as a line (its std as a
+    band), and each bar labelled with its gap to it. ``rows``: dicts with ``variant``, ``test`` and
+    ``dev`` as (mean, std), and ``kind`` (full, pair, single or ablation) for the colour."""
+    names = [row["variant"] for row in rows]
+    colours = [_VARIANT_COLOURS.get(row.get("kind"), "tab:blue") for row in rows]
+    fig, panels = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(rows) + 4), 4.5), constrained_layout=True)
+    for panel, split in zip(panels, ("test", "dev")):
+        means = [row[split][0] for row in rows]
+        stds = [row[split][1] for row in rows]
+        panel.bar(names, means, yerr=stds, capsize=4, color=colours, edgecolor="black", linewidth=0.5, zorder=2)
+        low = max(0.0, min(m - s for m, s in zip(means, stds)) - 0.05)
+        high = max(m + s for m, s in zip(means, stds)) + 0.04
+        panel.set_ylim(low, high)
+        if reference in names:
+            ref_mean, ref_std = rows[names.index(reference)][split]
+            panel.axhline(ref_mean, color=_VARIANT_COLOURS["full"], linestyle="--", linewidth=1, zorder=3,
+                          label=f"{reference} (full model) {ref_mean:.3f}")
+            panel.axhspan(ref_mean - ref_std, ref_mean + ref_std, color=_VARIANT_COLOURS["full"], alpha=0.12, zorder=0)
+            for x, (name, mean, std) in enumerate(zip(names, means, stds)):
+                if name != reference:
+                    panel.annotate(f"{mean - ref_mean:+.3f}", (x, mean + std), ha="center", va="bottom",
+                                   fontsize=8, xytext=(0, 2), textcoords="offset points")
+            panel.legend(loc="lower left", fontsize=8)
+        panel.set(ylabel="weighted F1", title=f"{split} weighted F1, mean ± std over seeds (label: gap to {reference})")
+        panel.tick_params(axis="x", labelrotation=30)
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
