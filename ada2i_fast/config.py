@@ -12,7 +12,7 @@ from .modalities import ORDER
 
 ENCODERS = ("transformer", "lstm")
 COMPAT_MODES = ("method", "reference")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device computes it natively (devices.py)
 
 # The cosine head's scale s (SPEC §2). Chosen on dev splits: see README "The cosine head's scale".
 DEFAULT_AMW_SCALE = 10.0

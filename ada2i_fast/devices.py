@@ -1,6 +1,9 @@
-"""The device a command runs on, checked before any work starts."""
+"""The device a command runs on, checked before any work starts, and what it computes fast."""
 
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 import torch
 
@@ -13,3 +16,22 @@ def check_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
     return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"``: bf16 autocast where the device has native bfloat16 arithmetic, else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16_instructions() else "fp32"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16_instructions() -> bool:
+    """AVX512-BF16 or AMX-BF16 on this CPU (Linux: /proc/cpuinfo), where oneDNN runs bf16 GEMMs natively."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

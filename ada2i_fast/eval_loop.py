@@ -53,21 +53,21 @@ class Evaluation:
         }
 
 
-@torch.inference_mode()
-def evaluate_split(model: Ada2I, split: Split, *, batch_size: int, device: torch.device) -> Evaluation:
-    """Eval-mode pass over ``split``; the loss is L_cls + L_feature averaged over batches."""
-    was_training = model.training
-    model.eval()
-    losses, labels, predictions, unimodal = [], [], [], []
-    try:
-        for batch in iterate_batches(split, model.config.modalities, batch_size, shuffle=False):
-            output = model(batch.to(device))
-            losses.append(model.loss(output))
-            labels.append(output.labels)
-            predictions.append(output.log_probs.argmax(-1))
-            unimodal.append(output.unimodal_logits.argmax(-1))
-    finally:
-        model.train(was_training)
+def evaluate_split(
+    model: Ada2I, split: Split, *, batch_size: int, device: torch.device, rank: int = 0, world_size: int = 1
+) -> Evaluation:
+    """Eval-mode pass over ``split``; the loss is L_cls + L_feature averaged over batches.
+
+    ``world_size`` > 1 (a distributed run; every rank calls this): rank r runs the batches r,
+    r + world_size, ... whole, and the per-batch results are gathered in batch order, so every rank
+    gets the Evaluation of a single process (the same batches, so the same numbers in both modes,
+    up to float rounding on another device)."""
+    parts = _run_batches(model, split, batch_size, device, rank, world_size)
+    if world_size > 1:
+        from .distributed import gather_objects
+
+        parts = _in_batch_order(gather_objects([tuple(x.cpu() for x in part) for part in parts]), world_size)
+    losses, labels, predictions, unimodal = zip(*parts)
     y_true = torch.cat(labels).cpu().numpy()
     y_pred = torch.cat(predictions).cpu().numpy()
     per_modality = torch.cat(unimodal, dim=1).cpu().numpy()
@@ -79,6 +79,31 @@ def evaluate_split(model: Ada2I, split: Split, *, batch_size: int, device: torch
         labels=y_true,
         predictions=y_pred,
     )
+
+
+@torch.inference_mode()
+def _run_batches(model: Ada2I, split: Split, batch_size: int, device: torch.device, rank: int, world_size: int):
+    """Per batch i with i % world_size == rank: (loss, labels, predictions, unimodal predictions), on ``device``."""
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        batches = iterate_batches(split, model.config.modalities, batch_size, shuffle=False, every=(rank, world_size))
+        for batch in batches:
+            output = model(batch.to(device))
+            predictions = output.log_probs.argmax(-1), output.unimodal_logits.argmax(-1)
+            parts.append((model.loss(output), output.labels, *predictions))
+    finally:
+        model.train(was_training)
+    return parts
+
+
+def _in_batch_order(per_rank: list[list], world_size: int) -> list:
+    """Interleave the ranks' parts back into batch order (rank r ran batches r, r + world_size, ...)."""
+    ordered = []
+    for i in range(sum(len(parts) for parts in per_rank)):
+        ordered.append(per_rank[i % world_size][i // world_size])
+    return ordered
 
 
 def _weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:

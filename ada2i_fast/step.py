@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .balance import apply_modulation, disparity_ratios, modulation_coefficients
@@ -18,6 +20,15 @@ def make_optimizer(model: Ada2I, train_config: TrainConfig) -> torch.optim.Adam:
     )
 
 
+@dataclass(frozen=True)
+class ShardStep:
+    """This process's part in a step of a distributed run (``distributed``): ``share`` of the global
+    batch's real utterances (0 for an empty shard), and whether this process was asked to stop."""
+
+    share: float
+    stop: bool = False
+
+
 def train_step(
     model: Ada2I,
     batch: Batch,
@@ -26,6 +37,7 @@ def train_step(
     *,
     modulate: bool,
     generator: torch.Generator | None = None,
+    shard: ShardStep | None = None,
 ) -> dict[str, torch.Tensor]:
     """forward -> loss -> backward -> clip -> ratios -> (modulation) -> optimizer step.
 
@@ -35,16 +47,39 @@ def train_step(
     pass under bfloat16 autocast. Everything returned is a detached device tensor: reading it is the
     caller's choice, so with the fused optimizer of :func:`make_optimizer` nothing here waits for
     the device.
+
+    ``shard`` (distributed runs): ``batch`` is this process's shard of a global batch. Its loss is
+    weighted by ``shard.share`` before the backward pass, then one all-reduce sums the gradients,
+    the weighted loss terms and unimodal losses and the disparity scores over the processes
+    (:func:`distributed.all_reduce_step`), so everything after it, and everything logged, is the
+    global batch's, identical on every process. The logs then also hold ``stop_requested``, the
+    number of processes that asked to stop.
     """
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=train_config.precision == "bf16"):
         output = model(batch)
         terms = model.loss_terms(output)
     loss = total_loss(terms)
-    loss.backward()
+    unimodal = model.unimodal_losses(output).detach()
+    scores = output.scores
+    extra = {}
+    if shard is None:
+        loss.backward()
+    else:
+        from .distributed import all_reduce_step
+
+        (loss * shard.share).backward()
+        values = [t.detach() * shard.share for t in terms.values()] + [unimodal * shard.share, scores]
+        if shard.share == 0:  # an empty shard: its step ran for the gradients' layout; it adds exactly 0
+            torch._foreach_zero_([p.grad for p in model.parameters() if p.grad is not None])
+            values = [torch.zeros_like(v) for v in values]
+        reduced, extra["stop_requested"] = all_reduce_step(list(model.parameters()), values, shard.stop)
+        terms = dict(zip(terms, reduced))
+        unimodal, scores = reduced[len(terms):]
+        loss = total_loss(terms)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.max_grad_norm)
     skipped = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
-    ratios = disparity_ratios(output.scores)
+    ratios = disparity_ratios(scores)
     coefficients = modulation_coefficients(ratios, train_config.alpha)
     if modulate:
         apply_modulation(model.encoder_parameters(), coefficients, noise=train_config.grad_noise, generator=generator)
@@ -52,7 +87,7 @@ def train_step(
     logs = {
         "loss": loss.detach(),
         **{name: value.detach() for name, value in terms.items()},
-        "unimodal_loss": model.unimodal_losses(output).detach(),
+        "unimodal_loss": unimodal,
         "ratios": ratios,
         "coefficients": coefficients,
     }
@@ -60,6 +95,7 @@ def train_step(
         **{name: torch.where(skipped, 0.0, value) for name, value in logs.items()},
         "skipped": skipped,
         **{f"nonfinite_{name}": ~torch.isfinite(value.detach()) for name, value in terms.items()},
+        **extra,
     }
 
 

@@ -2,11 +2,24 @@
 
 Read top to bottom: flags -> configs and data -> ``fit``: model, epochs (train, dev, early
 stopping), test report of the best-dev state.
+
+Several GPUs or nodes (``distributed``): launch the same command with torchrun, one process per
+GPU; each runs on ``cuda:LOCAL_RANK`` (NCCL), or on the CPU with gloo::
+
+    torchrun --nproc_per_node=4 -m ada2i_fast.train --dataset meld ...
+    # on each of 2 nodes (the data at the same path on both; files are written by rank 0's node):
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \
+        --rdzv-id=RUN -m ada2i_fast.train --dataset meld ...
+
+Each global batch of ``--batch-size`` dialogues is split over the processes and the update is the
+single-process update on the whole batch. ``--resume`` continues a distributed run with the same
+number of processes only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -20,17 +33,19 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .atomic import strict_json, write_json_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DATASETS, PRECISIONS, Ada2IConfig, TrainConfig
 from .data import Corpus, iterate_batches, load_corpus, num_batches, padding_waste
-from .devices import check_device
+from .data.batching import iterate_shards
+from .devices import check_device, resolve_precision
 from .eval_loop import evaluate_split
 from .kernels import BACKENDS, use_backend
 from .model import Ada2I
 from .plots import plot_training
 from .run_folder import data_identity, fresh_run_dir, load_state, prepare_out, read_history, save_state
-from .step import make_optimizer, train_step
+from .step import ShardStep, make_optimizer, train_step
 
 # Model fields that come from the data, not from flags; TrainConfig fields that have their own flags.
 _DATA_FIELDS = {"input_dims", "num_classes"}
@@ -133,11 +148,12 @@ def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2ICo
     return model_config, train_config
 
 
-def open_corpus(dataset: str, data: str | None, *, seed: int, size: float, task: str) -> Corpus:
-    """The corpus of ``data``, or the synthetic corpus of ``dataset`` when ``data`` is None."""
+def open_corpus(dataset: str, data: str | None, *, seed: int, size: float, task: str, announce: bool = True) -> Corpus:
+    """The corpus of ``data``, or the synthetic corpus of ``dataset`` when ``data`` is None (said on
+    stderr when ``announce``)."""
     if data and not Path(data).exists():
         raise ValueError(f"--data {data}: no such file or folder")
-    if not data:
+    if not data and announce:
         print(f"no data file given (--data or ADA2I_DATA); training on the synthetic {dataset} corpus", file=sys.stderr)
     corpus = load_corpus(dataset, data, seed=seed, synthetic_size=size, task=task)
     return corpus.validate(num_classes=len(corpus.classes))
@@ -212,25 +228,45 @@ def train_epoch(
     progress: EpochProgress, stop: StopRequest | None = None,
 ) -> bool:
     """Continue epoch ``epoch`` from ``progress.steps``, adding each step's logs to ``progress``.
-    Returns False when ``stop`` asked to end early (after a whole step), True at the epoch's end."""
-    batches = iterate_batches(split, model.config.modalities, train_config.batch_size, **_batch_order(train_config, epoch))
+    Returns False when ``stop`` asked to end early (after a whole step), True at the epoch's end.
+
+    In a distributed run each step takes this process's shard of the global batch, and every
+    process stops after the same step: the one after the step whose all-reduce first carried a
+    stop request (``distributed.StopVote``)."""
+    ctx = distributed.current()
+    order = _batch_order(train_config, epoch)
+    modalities, batch_size = model.config.modalities, train_config.batch_size
+    if ctx is None:
+        items = iterate_batches(split, modalities, batch_size, **order)
+    else:
+        items = iterate_shards(split, modalities, batch_size, rank=ctx.rank, world_size=ctx.world_size, **order)
+    main = ctx is None or ctx.is_main
     bar = tqdm(
-        batches_on_device(itertools.islice(batches, progress.steps, None), torch.device(train_config.device)),
+        batches_on_device(itertools.islice(items, progress.steps, None), torch.device(train_config.device)),
         initial=progress.steps,
-        total=num_batches(split, train_config.batch_size),
+        total=num_batches(split, batch_size),
         desc=f"epoch {epoch}",
         leave=False,
-        disable=not train_config.progress,
+        disable=not (train_config.progress and main),
     )
     modulate = train_config.modulates(epoch)
-    for batch in bar:
-        progress.add(train_step(model, batch, optimizer, train_config, modulate=modulate, generator=generator))
-        if train_config.log_every and progress.steps % train_config.log_every == 0:
+    vote = distributed.StopVote() if ctx is not None else None
+    asked = lambda: stop is not None and stop.signal is not None  # noqa: E731
+    for item in bar:
+        if ctx is None:
+            progress.add(train_step(model, item, optimizer, train_config, modulate=modulate, generator=generator))
+            stopping = asked()
+        else:  # a request made before this step rides in its all-reduce
+            logs = train_step(model, item.batch, optimizer, train_config, modulate=modulate, generator=generator,
+                              shard=ShardStep(item.share, stop=asked()))
+            stopping = vote.push(logs.pop("stop_requested"))
+            progress.add(logs)
+        if train_config.log_every and main and progress.steps % train_config.log_every == 0:
             bar.set_postfix(loss=f"{progress.means()['loss']:.4f}")
-        if stop is not None and stop.signal is not None:
+        if stopping:
             bar.close()
             return False
-    return True
+    return not (vote is not None and vote.drain())
 
 
 def _batch_order(train_config: TrainConfig, epoch: int) -> dict:
@@ -264,63 +300,85 @@ def fit(
     """Train on ``corpus["train"]``, select on dev, report test; writes ``out``'s files; returns the summary.
     ``resume``: the state of ``run_folder.load_state``, to continue that run bit-identically.
     ``on_epoch_end`` gets each epoch's metrics record once it is written (a sweep may raise there to
-    prune the run)."""
+    prune the run).
+
+    Inside a torch.distributed process group (``distributed``; every process calls ``fit`` with the
+    same arguments): the processes share each global batch, evaluate dev and test by whole batches
+    and agree on every number; rank 0 alone prints and writes ``out``'s files, the others stay
+    quiet, and each returns the same summary (``on_epoch_end`` runs on every process)."""
+    ctx = distributed.current()
+    main = ctx is None or ctx.is_main
+    say = print if main else _silent
+    world_size = 1 if ctx is None else ctx.world_size
     device = torch.device(train_config.device)
+    train_config = train_config.replace(precision=resolve_precision(train_config.precision, device))
     torch.manual_seed(train_config.seed)
     model = Ada2I(model_config).to(device)
+    if ctx is not None:
+        distributed.broadcast_parameters(model)
+        if ctx.rank:  # each process its own dropout draws (rank 0 keeps a single process's stream)
+            torch.manual_seed(distributed.rank_seed(train_config.seed, ctx.rank))
     if train_config.compile:
         for encoder in model.encoders.values():
             encoder.compile()
     optimizer = make_optimizer(model, train_config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min")
-    generator = torch.Generator(device=device).manual_seed(train_config.seed)
+    generator = torch.Generator(device=device).manual_seed(train_config.seed)  # the same noise on every rank
     splits = corpus.splits
     best_f1, best_epoch, best_state, history = -1.0, 0, None, []
     epoch, progress = 1, EpochProgress()
     if resume is not None:
+        _check_world_size(resume, world_size, out)
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         best_f1, best_epoch = resume["best_f1"], resume["best_epoch"]
-        if best_epoch:
-            best_state = load_checkpoint(out / "best.pt")[0].state_dict()
         epoch, finished = resume["epoch"], resume["finished_epochs"]
         progress = EpochProgress(**resume["progress"])
-        history = read_history(out, finished)
-        torch.set_rng_state(resume["rng"]["torch"])
-        generator.set_state(resume["rng"]["generator"])
+
+        def read_run_files():
+            best = load_checkpoint(out / "best.pt")[0].state_dict() if best_epoch else None
+            return best, read_history(out, finished)
+
+        best_state, history = distributed.on_main(ctx, read_run_files)
+        rng = resume["rng"] if ctx is None else resume.get("rng_per_rank", [resume["rng"]])[ctx.rank]
+        torch.set_rng_state(rng["torch"])
+        generator.set_state(rng["generator"])
         if device.type == "cuda":
-            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
-    print(f"data: {corpus.source} | train {splits['train'].num_dialogues} dialogues, "
-          f"dev {splits['dev'].num_dialogues}, test {splits['test'].num_dialogues} | "
-          f"modalities {model_config.modalities} | device {device} | output {out}"
-          + (f" | resuming epoch {epoch} at step {progress.steps}" if resume else ""))
+            torch.cuda.set_rng_state(rng["cuda"], device)
+    say(f"data: {corpus.source} | train {splits['train'].num_dialogues} dialogues, "
+        f"dev {splits['dev'].num_dialogues}, test {splits['test'].num_dialogues} | "
+        f"modalities {model_config.modalities} | device {device}"
+        + ("" if ctx is None else f" x {world_size} process" + ("es" if world_size > 1 else ""))
+        + f" | output {out}"
+        + (f" | resuming epoch {epoch} at step {progress.steps}" if resume else ""))
+    shard = {} if ctx is None else dict(rank=ctx.rank, world_size=ctx.world_size)
 
     def evaluate(split_name: str):
-        return evaluate_split(model, splits[split_name], batch_size=train_config.batch_size, device=device)
+        return evaluate_split(model, splits[split_name], batch_size=train_config.batch_size, device=device, **shard)
 
     def save_run_state(finished_epochs: int) -> None:
         rng = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
+        per_rank = [rng] if ctx is None else distributed.gather_objects(rng)
+        if not main:
+            return
         save_state(out / "last.pt", dict(
             model_config=model_config.to_dict(), train_config=train_config.to_dict(), run_info=run_info,
             model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
             epoch=epoch, finished_epochs=finished_epochs, progress=progress.state_dict(),
-            best_f1=best_f1, best_epoch=best_epoch, rng=rng,
+            best_f1=best_f1, best_epoch=best_epoch, rng=rng, rng_per_rank=per_rank, world_size=world_size,
         ))
 
-    with StopRequest() as stop, open(out / "metrics.jsonl", "a") as metrics_file:
+    with StopRequest() as stop, contextlib.ExitStack() as files:
+        metrics_file = files.enter_context(open(out / "metrics.jsonl", "a")) if main else None
         while epoch <= train_config.epochs and epoch - best_epoch <= train_config.patience:
             start = time.perf_counter()
             if not train_epoch(model, splits["train"], optimizer, train_config, epoch=epoch, generator=generator,
                                progress=progress, stop=stop):
                 save_run_state(len(history))
-                name = signal.Signals(stop.signal).name
-                raise RunInterrupted(
-                    f"{name}: stopped in epoch {epoch} after step {progress.steps}; saved {out / 'last.pt'}. "
-                    f"Resume with: python -m ada2i_fast.train --resume {out}", code=128 + stop.signal,
-                )
+                raise _interrupted(stop.signal, epoch, progress.steps, out, ctx)
             _check_streak(progress, epoch, train_config.max_skipped_steps, out)
             stats = progress.means()
             seconds = time.perf_counter() - start
@@ -330,8 +388,9 @@ def fit(
             if dev.weighted_f1 > best_f1 and _all_finite(state):
                 best_f1, best_epoch = dev.weighted_f1, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
-                save_checkpoint(out / "best.pt", model, epoch=epoch, dev_weighted_f1=best_f1,
-                                train_config=train_config.to_dict(), **run_info)
+                if main:
+                    save_checkpoint(out / "best.pt", model, epoch=epoch, dev_weighted_f1=best_f1,
+                                    train_config=train_config.to_dict(), **run_info)
             record = dict(
                 epoch=epoch,
                 train={k: stats[k] for k in ("loss", "classification", "feature")},
@@ -348,29 +407,31 @@ def fit(
                 utterances_per_second=splits["train"].num_utterances / seconds,
             )
             history.append(record)
-            metrics_file.write(strict_json(record) + "\n")
-            metrics_file.flush()
+            if main:
+                metrics_file.write(strict_json(record) + "\n")
+                metrics_file.flush()
             if on_epoch_end is not None:
                 on_epoch_end(record)
-            tqdm.write(
-                f"epoch {epoch:3d} | loss {stats['loss']:.4f} | dev loss {dev.loss:.4f} "
-                f"f1 {dev.weighted_f1:.4f} acc {dev.accuracy:.4f} | rho "
-                + " ".join(f"{m}={r:.3f}" for m, r in record["ratio"].items())
-                + f" | {record['utterances_per_second']:.0f} utt/s"
-                + (f" | {stats['skipped_steps']} steps skipped (non-finite)" if stats["skipped_steps"] else "")
-                + (" *" if best_epoch == epoch else "")
-            )
+            if main:
+                tqdm.write(
+                    f"epoch {epoch:3d} | loss {stats['loss']:.4f} | dev loss {dev.loss:.4f} "
+                    f"f1 {dev.weighted_f1:.4f} acc {dev.accuracy:.4f} | rho "
+                    + " ".join(f"{m}={r:.3f}" for m, r in record["ratio"].items())
+                    + f" | {record['utterances_per_second']:.0f} utt/s"
+                    + (f" | {stats['skipped_steps']} steps skipped (non-finite)" if stats["skipped_steps"] else "")
+                    + (" *" if best_epoch == epoch else "")
+                )
             epoch, progress = epoch + 1, EpochProgress(streak=progress.streak)
             save_run_state(len(history))
         if epoch <= train_config.epochs:
-            print(f"early stop: no better dev F1 for {train_config.patience} epochs")
+            say(f"early stop: no better dev F1 for {train_config.patience} epochs")
 
     if best_state is None:
         raise NonFiniteTraining("no epoch produced a finite model; nothing to report")
     model.load_state_dict(best_state)
     test = evaluate("test")
-    print(f"\ntest (best dev epoch {best_epoch}): accuracy {test.accuracy:.4f} | weighted F1 {test.weighted_f1:.4f}")
-    print(test.report(corpus.classes))
+    say(f"\ntest (best dev epoch {best_epoch}): accuracy {test.accuracy:.4f} | weighted F1 {test.weighted_f1:.4f}")
+    say(test.report(corpus.classes))
     summary = dict(
         run_info,
         config=model_config.to_dict(),
@@ -381,11 +442,41 @@ def fit(
         ablations=ablations(model_config, train_config),
         epochs_run=len(history),
         timing=dict(seconds=sum(r["seconds"] for r in history)),
+        **({} if ctx is None else {"world_size": world_size}),
     )
-    write_json_atomic(out / "summary.json", summary)
-    plot_training(history, out / "training.png", title=f"Ada2I on {corpus.source}")
-    print(f"wrote {out / 'best.pt'}, {out / 'metrics.jsonl'}, {out / 'summary.json'}, {out / 'training.png'}")
+    if main:
+        write_json_atomic(out / "summary.json", summary)
+        plot_training(history, out / "training.png", title=f"Ada2I on {corpus.source}")
+    say(f"wrote {out / 'best.pt'}, {out / 'metrics.jsonl'}, {out / 'summary.json'}, {out / 'training.png'}")
     return summary
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def _check_world_size(state: dict, world_size: int, out: Path) -> None:
+    """A run resumes with the number of processes it was trained with (its batches' shards and each
+    process's random state depend on it)."""
+    saved = state.get("world_size", 1)
+    if saved != world_size:
+        raise ValueError(
+            f"--resume {out}: the run was trained by {saved} process(es) and resumes only with as many "
+            f"(this launch has {world_size}); launch it the way it was launched"
+        )
+
+
+def _interrupted(signum: int | None, epoch: int, steps: int, out: Path, ctx) -> "RunInterrupted":
+    """The stop of every process of a run, after the same step (the signal may have reached another
+    process only: then this one reports SIGTERM, the signal torchrun forwards)."""
+    name = signal.Signals(signum).name if signum else "a signal to another process"
+    command = f"python -m ada2i_fast.train --resume {out}"
+    if ctx is not None:
+        command = f"torchrun <the same launch: {ctx.world_size} processes> -m ada2i_fast.train --resume {out}"
+    return RunInterrupted(
+        f"{name}: stopped in epoch {epoch} after step {steps}; saved {out / 'last.pt'}. Resume with: {command}",
+        code=128 + (signum or signal.SIGTERM),
+    )
 
 
 class RunInterrupted(SystemExit):
@@ -401,47 +492,102 @@ _RESUME_FLAGS = {"resume", "device", "quiet", "backend", "log_every"}
 
 
 def main(argv=None) -> dict:
-    """The CLI: flags -> configs and data -> :func:`fit`; bad data or flags end in one ``error:`` line."""
+    """The CLI: flags -> configs and data -> :func:`fit`; bad data or flags end in one ``error:`` line.
+
+    Launched by torchrun (WORLD_SIZE, RANK, LOCAL_RANK set), it joins the process group first and
+    leaves it at the end; rank 0 alone reads the run folder and writes it, and an error on any
+    process ends every process, rank 0 printing it."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    ctx, joined = None, False
     try:
         check_device(args.device)
+        if distributed.launched_by_torchrun() and not distributed.initialized():
+            _, args.device = distributed.init(args.device)
+            joined = True
+        ctx = distributed.current()
         if args.resume:
-            corpus, model_config, train_config, out, run_info, state = _resumed_run(args, parser)
+            corpus, model_config, train_config, out, run_info, state = _resumed_run(args, parser, ctx)
         else:
-            seed = args.seed if args.seed is not None else TrainConfig.preset(args.dataset).seed
-            corpus = open_corpus(args.dataset, args.data, seed=seed, size=args.size, task=args.task)
-            model_config, train_config = configs_from_args(args, corpus)
-            out, state = Path(args.out) if args.out else fresh_run_dir(Path("runs") / args.dataset), None
-            prepare_out(out, overwrite=args.overwrite)
-            run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
-                            classes=list(corpus.classes), data_identity=data_identity(corpus))
+            corpus, model_config, train_config, out, run_info, state = _new_run(args, ctx)
         with use_backend(args.backend):
             return fit(corpus, model_config, train_config, out, run_info, resume=state)
     except RunInterrupted as interrupted:
-        print(interrupted.message, file=sys.stderr)
+        if ctx is None or ctx.is_main:
+            print(interrupted.message, file=sys.stderr)
         raise
     except (ValueError, FileNotFoundError) as error:
+        if ctx is not None and not ctx.is_main:
+            raise SystemExit(1) from error  # rank 0 says what went wrong
         raise SystemExit(f"error: {error}") from error
+    finally:
+        if joined:
+            distributed.shutdown()
 
 
-def _resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    """The configs, data and state of the run in ``--resume DIR``, refusing flags that would change it."""
+def _new_run(args: argparse.Namespace, ctx):
+    """The data, configs and fresh output folder of a new run (the folder made by rank 0)."""
+    seed = args.seed if args.seed is not None else TrainConfig.preset(args.dataset).seed
+
+    def load():
+        corpus = open_corpus(args.dataset, args.data, seed=seed, size=args.size, task=args.task,
+                             announce=ctx is None or ctx.is_main)
+        return (corpus, *configs_from_args(args, corpus), data_identity(corpus))
+
+    corpus, model_config, train_config, identity = distributed.on_every_rank(ctx, load)
+    if ctx is not None:
+        identities = distributed.gather_objects(identity)
+        other = next((rank for rank, found in enumerate(identities) if found != identities[0]), None)
+        if other is not None:
+            raise ValueError(f"rank {other} loaded other data than rank 0 (their fingerprints differ); "
+                             "every process needs the same --data")
+
+    def make_out() -> str:
+        out = Path(args.out) if args.out else fresh_run_dir(Path("runs") / args.dataset)
+        prepare_out(out, overwrite=args.overwrite)
+        return str(out)
+
+    out = Path(distributed.on_main(ctx, make_out))
+    run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
+                    classes=list(corpus.classes), data_identity=identity)
+    return corpus, model_config, train_config, out, run_info, None
+
+
+def _resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, ctx=None):
+    """The configs, data and state of the run in ``--resume DIR``, refusing flags that would change it.
+    Distributed: rank 0 reads the state and gives it to every process; each opens the data."""
     changed = [name for name, value in vars(args).items()
                if name not in _RESUME_FLAGS and value != parser.get_default(name)]
     if changed:
         flags = ", ".join("--" + name.replace("_", "-") for name in changed)
         raise ValueError(f"--resume continues a run with its own settings; drop {flags}")
     out = Path(args.resume)
-    state = load_state(out)
+
+    def read_state() -> dict:
+        state = load_state(out)
+        _check_world_size(state, 1 if ctx is None else ctx.world_size, out)
+        return state
+
+    state = distributed.on_main(ctx, read_state)
     run_info = state["run_info"]
     train_config = TrainConfig(**{**state["train_config"], "device": args.device, "progress": not args.quiet,
                                   "log_every": args.log_every})
     data = None if run_info["data"].startswith("synthetic") else run_info["data"]
-    corpus = open_corpus(run_info["dataset"], data, seed=train_config.seed, size=run_info["size"], task=run_info["task"])
-    if data_identity(corpus) != run_info["data_identity"]:
-        raise ValueError(f"--resume {out}: the data at {run_info['data']} changed since the run started")
+
+    def load() -> Corpus:
+        corpus = open_corpus(run_info["dataset"], data, seed=train_config.seed, size=run_info["size"],
+                             task=run_info["task"], announce=ctx is None or ctx.is_main)
+        if data_identity(corpus) != run_info["data_identity"]:
+            raise ValueError(f"--resume {out}: the data at {run_info['data']} changed since the run started")
+        return corpus
+
+    corpus = distributed.on_every_rank(ctx, load)
     return corpus, Ada2IConfig.from_dict(state["model_config"]), train_config, out, run_info, state
+
+
+def console() -> None:
+    """The ``ada2i-train`` script (a console script exits with what it returns)."""
+    main()
 
 
 if __name__ == "__main__":

@@ -192,3 +192,10 @@ def test_temp_files_of_a_killed_write_are_removed_when_the_run_continues(tmp_pat
     torn.write_bytes(b"half of a state a SIGKILL cut short")
     train.main(["--resume", str(out), "--quiet"])  # a finished run: only the test report again
     assert not torn.exists() and (out / "last.pt").is_file()
+
+
+def test_precision_auto_resolves_to_what_ran(tmp_path):
+    from ada2i_fast.devices import cpu_has_bf16_instructions
+
+    summary = _run(tmp_path / "run", "--epochs", "1", "--precision", "auto")
+    assert summary["train_config"]["precision"] == ("bf16" if cpu_has_bf16_instructions() else "fp32")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -48,13 +50,82 @@ def iterate_batches(
     shuffle: bool,
     seed: int | None = None,
     bucket: bool = False,
+    every: tuple[int, int] = (0, 1),
 ) -> Iterator[Batch]:
-    """One epoch of padded :class:`Batch` objects (see :func:`batch_order` for the order)."""
+    """One epoch of padded :class:`Batch` objects (see :func:`batch_order` for the order).
+
+    ``every=(r, n)``: only the batches r, r + n, r + 2n, ... (whole batches for rank r of n, as in a
+    distributed evaluation); the others are never gathered."""
+    _check_modalities(split, modalities)
+    first, step = every
+    for dialogues in batch_order(split, batch_size, shuffle=shuffle, seed=seed, bucket=bucket)[first::step]:
+        yield gather_batch(split, modalities, dialogues)
+
+
+def _check_modalities(split: Split, modalities: str) -> None:
     missing = [m for m in modalities if m not in split.features]
     if not modalities or missing:
         raise ValueError(f"modalities {modalities!r} not available; the split has {''.join(split.features)!r}")
+
+
+def shard_dialogues(dialogues: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s dialogues of one global batch: positions rank, rank + world_size, ...
+
+    The shards of ranks 0..world_size-1 are disjoint and together are exactly ``dialogues``; a
+    batch with fewer dialogues than ranks leaves the last ranks empty. Taking every world_size-th
+    dialogue rather than a contiguous slice spreads a length-bucketed batch's long and short
+    dialogues evenly over the ranks."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, {world_size}), got {rank}")
+    return dialogues[rank::world_size]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One rank's part of a global batch in a distributed run.
+
+    ``share`` is the rank's fraction of the global batch's real utterances: the weight of its loss,
+    which is a mean over its own utterances. An empty shard (a global batch with fewer dialogues
+    than ranks) holds the global batch's first dialogue with ``share`` 0: its step runs like any
+    other and takes part in every collective, contributing nothing."""
+
+    batch: Batch
+    share: float
+
+    @property
+    def empty(self) -> bool:
+        return self.share == 0.0
+
+    def to(self, device, non_blocking: bool = False) -> "Shard":
+        return dataclasses.replace(self, batch=self.batch.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "Shard":
+        return dataclasses.replace(self, batch=self.batch.pin_memory())
+
+
+def iterate_shards(
+    split: Split,
+    modalities: str,
+    batch_size: int,
+    *,
+    rank: int,
+    world_size: int,
+    shuffle: bool,
+    seed: int | None = None,
+    bucket: bool = False,
+) -> Iterator[Shard]:
+    """Rank ``rank``'s :class:`Shard` of each global batch of :func:`iterate_batches` (the same
+    ``batch_order``, so every rank walks the same global batches); see :func:`shard_dialogues`.
+    Every rank yields one shard per global batch, empty or not, and computes the global batch's
+    utterance count from the split's lengths, with no communication."""
+    _check_modalities(split, modalities)
     for dialogues in batch_order(split, batch_size, shuffle=shuffle, seed=seed, bucket=bucket):
-        yield gather_batch(split, modalities, dialogues)
+        mine = shard_dialogues(dialogues, rank, world_size)
+        if len(mine):
+            share = int(split.lengths[mine].sum()) / int(split.lengths[dialogues].sum())
+            yield Shard(gather_batch(split, modalities, mine), share)
+        else:
+            yield Shard(gather_batch(split, modalities, dialogues[:1]), 0.0)
 
 
 def gather_batch(split: Split, modalities: str, dialogues: np.ndarray) -> Batch:
