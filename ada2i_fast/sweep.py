@@ -1,0 +1,299 @@
+"""The balance study: ``python -m ada2i_fast.sweep [--ablations] [--seeds ...] [--workers N] -- TRAINER FLAGS``.
+
+Ada2I claims that the weak modalities contribute, so that tri-modal fusion beats every pair. The
+sweep trains each modality subset (atv, at, av, tv, a, t, v) and, with ``--ablations``, the full
+model without AFW, AMW, gradient modulation or gradient noise, all with the same seeds; then it
+reports mean ± std over seeds of the weighted F1 and each variant's gap to the full model, as a
+Markdown table, a JSON file and a chart.
+
+Each (variant, seed) cell is one queued trial of an optuna study in an RDB storage. Worker
+processes (``--workers``, here or on any machine naming the same ``--storage``) take queued trials
+one at a time, train each with ``train.fit`` into its own run folder, and store its F1 scores as
+trial attributes; running the command again queues only the cells that have not completed, and
+``--report-only`` rebuilds the report from the study alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from .atomic import atomic_open, write_json_atomic
+from .modalities import ORDER
+from .plots import plot_variant_gaps
+from .studies import (
+    add_study_flags, check_trainer_flags, load_finished_study, open_storage, require_optuna, run_workers,
+    split_trainer_flags, start_study, storage_url, train_run, where,
+)
+
+FULL = ORDER
+SUBSETS = tuple("".join(c) for k in range(len(ORDER), 0, -1) for c in itertools.combinations(ORDER, k))
+ABLATIONS = {
+    "no-afw": ("--no-afw", "full model without AFW (--no-afw)"),
+    "no-amw": ("--no-amw", "full model, concat head instead of AMW (--no-amw)"),
+    "no-modulation": ("--no-modulation", "full model without gradient modulation (--no-modulation)"),
+    "no-grad-noise": ("--no-grad-noise", "full model, modulation without gradient noise (--no-grad-noise)"),
+}
+VARIANTS = SUBSETS + tuple(ABLATIONS)
+DEFAULT_SEEDS = (12, 13, 14)
+# Flags the sweep sets for every trial.
+RESERVED = ("out", "resume", "overwrite", "seed", "modalities")
+_MODALITY_NAMES = {"a": "audio", "t": "text", "v": "visual"}
+
+
+def variant_flags(variant: str) -> list[str]:
+    if variant in ABLATIONS:
+        return ["--modalities", FULL, ABLATIONS[variant][0]]
+    return ["--modalities", variant]
+
+
+def kind_of(variant: str) -> str:
+    if variant in ABLATIONS:
+        return "ablation"
+    return {len(FULL): "full", len(FULL) - 1: "pair"}.get(len(variant), "single")
+
+
+def describe(variant: str) -> str:
+    if variant in ABLATIONS:
+        return ABLATIONS[variant][1]
+    names = " + ".join(_MODALITY_NAMES[m] for m in variant)
+    return f"{names} (full model)" if variant == FULL else names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ada2i_fast.sweep",
+        usage="%(prog)s [options] [-- TRAINER FLAGS]",
+        description="Train every modality subset (and the ablations) for the same seeds and report the gaps "
+        "to the full model. Flags after -- go to each trial's trainer (python -m ada2i_fast.train --help); "
+        "--seed, --modalities and --out are set per trial.",
+        epilog="examples:\n"
+        "  python -m ada2i_fast.sweep --seeds 12 13 14 --workers 2 --ablations -- --dataset meld --size 0.3 --epochs 6\n"
+        "  python -m ada2i_fast.sweep --report-only          (the table and chart again, from the study)\n"
+        "several machines: run the same command on each with --storage postgresql://HOST/DB (any SQLAlchemy URL);\n"
+        "they take the queued cells one at a time, and running it again queues only the cells not yet completed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
+                        help=f"each variant trains once per seed (default: {' '.join(map(str, DEFAULT_SEEDS))})")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(SUBSETS), metavar="VARIANT",
+                        help=f"among {', '.join(VARIANTS)} (default: the modality subsets {' '.join(SUBSETS)})")
+    parser.add_argument("--ablations", action="store_true", help="also " + ", ".join(ABLATIONS))
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from the study; train nothing")
+    parser.add_argument("--report", metavar="PREFIX",
+                        help="write PREFIX.md, PREFIX.png and PREFIX.json (default: OUT/STUDY_NAME)")
+    add_study_flags(parser, default_out="runs/sweep", default_study="modality-sweep")
+    return parser
+
+
+def main(argv=None) -> dict:
+    own, trainer_flags = split_trainer_flags(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(own)
+    require_optuna()
+    url = storage_url(args)
+    if args.report_only:
+        if trainer_flags:
+            raise SystemExit("error: --report-only trains nothing; drop the trainer flags")
+        study = load_finished_study(url, args.study_name)
+    else:
+        check_trainer_flags(trainer_flags, command="python -m ada2i_fast.sweep", reserved=RESERVED)
+        variants = list(dict.fromkeys(args.variants + (list(ABLATIONS) if args.ablations else [])))
+        study = start_study(open_storage(url), args.study_name, trainer_flags)
+        queued = queue_missing_cells(study, [(v, s) for v in variants for s in args.seeds])
+        print(f"study {args.study_name!r} in {url}: {queued} cells queued; {args.workers} worker(s) training into {args.out}")
+        run_workers(pull_trials, args.workers, url, args.study_name, Path(args.out))
+    report = sweep_report(study)
+    prefix = Path(args.report) if args.report else Path(args.out) / args.study_name
+    write_report(report, prefix)
+    print(report["markdown"])
+    print(f"wrote {prefix}.md, {prefix}.png, {prefix}.json")
+    return report
+
+
+# --- the queue and the workers -------------------------------------------------------------------
+
+def cell_of(trial) -> tuple[str, int] | None:
+    """The (variant, seed) a trial stands for, in any state (queued trials have no params yet)."""
+    attrs = trial.user_attrs
+    return (attrs["variant"], attrs["seed"]) if "variant" in attrs else None
+
+
+def _live_trials(study) -> list:
+    """The trials that have not failed: queued, running or complete."""
+    state = require_optuna().trial.TrialState
+    return study.get_trials(deepcopy=False, states=(state.WAITING, state.RUNNING, state.COMPLETE))
+
+
+def queue_missing_cells(study, cells: list[tuple[str, int]]) -> int:
+    """Queue the cells that no trial has completed, is running or waits for; returns how many."""
+    taken = {cell_of(t) for t in _live_trials(study)}
+    missing = [cell for cell in cells if cell not in taken]
+    for variant, seed in missing:
+        study.enqueue_trial({"variant": variant, "seed": seed}, user_attrs={"variant": variant, "seed": seed})
+    return len(missing)
+
+
+def pull_trials(worker: int, url: str, study_name: str, out: Path) -> None:
+    """One worker: train queued cells until the queue is empty."""
+    optuna = require_optuna()
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    if not _queue_is_empty(study):
+        study.optimize(functools.partial(train_cell, out=out, worker=worker),
+                       callbacks=[_stop_when_queue_is_empty], catch=(Exception,))
+
+
+def _queue_is_empty(study) -> bool:
+    waiting = require_optuna().trial.TrialState.WAITING
+    return not study.get_trials(deepcopy=False, states=(waiting,))
+
+
+def _stop_when_queue_is_empty(study, trial) -> None:
+    if _queue_is_empty(study):
+        study.stop()
+
+
+def train_cell(trial, *, out: Path, worker: int) -> float:
+    """The objective: train the trial's (variant, seed) cell; its value is the best dev weighted F1."""
+    optuna, study = require_optuna(), trial.study
+    if cell_of(trial) is None:  # another worker took the last queued cell between our check and our ask
+        study.stop()
+        raise optuna.TrialPruned("no queued cell was left")
+    variant = trial.suggest_categorical("variant", VARIANTS)
+    seed = trial.suggest_int("seed", 0, 2**31 - 1)
+    first = _first_live_trial(study, (variant, seed))
+    if first < trial.number:  # two launches queued the same cell; the earlier trial trains it
+        trial.set_user_attr("duplicate_of", first)
+        raise optuna.TrialPruned(f"trial {first} trains this cell")
+    run_dir = out / study.study_name / variant / f"seed-{seed}"
+    trial.set_user_attr("run_dir", where(run_dir))
+    start = time.perf_counter()
+    try:
+        summary = train_run([*study.user_attrs["trainer_flags"], *variant_flags(variant), "--seed", str(seed)], run_dir)
+    except Exception as error:
+        trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+        print(f"worker {worker}: {variant} seed {seed} failed: {error} (log: {run_dir / 'train.log'})", flush=True)
+        raise
+    seconds = time.perf_counter() - start
+    scores = dict(dev_weighted_f1=summary["best_dev_weighted_f1"], test_weighted_f1=summary["test"]["weighted_f1"],
+                  best_epoch=summary["best_epoch"], seconds=round(seconds, 1))
+    for name, value in scores.items():
+        trial.set_user_attr(name, value)
+    print(f"worker {worker}: {variant:>13} seed {seed}: dev weighted F1 {scores['dev_weighted_f1']:.4f}, "
+          f"test {scores['test_weighted_f1']:.4f} ({seconds:.0f} s)", flush=True)
+    return scores["dev_weighted_f1"]
+
+
+def _first_live_trial(study, cell: tuple[str, int]) -> int:
+    """The lowest number among the trials of ``cell`` that have not failed."""
+    return min(t.number for t in _live_trials(study) if cell_of(t) == cell)
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+_SCORES = ("dev_weighted_f1", "test_weighted_f1", "best_epoch", "run_dir")
+
+
+def completed_cells(study) -> dict[tuple[str, int], dict]:
+    """Each cell's scores, from the first completed trial that trained it."""
+    optuna = require_optuna()
+    cells = {}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):  # by number
+        cell = cell_of(trial)
+        if cell is not None and cell not in cells:
+            cells[cell] = dict(variant=cell[0], seed=cell[1], trial=trial.number,
+                               **{k: trial.user_attrs[k] for k in _SCORES})
+    return cells
+
+
+def sweep_report(study) -> dict:
+    """Per variant: mean ± std over seeds of dev and test weighted F1, and the gap to the full model
+    paired by seed; the Markdown table of it; and the cells asked for that never completed."""
+    cells = completed_cells(study)
+    asked = {cell_of(t) for t in study.get_trials(deepcopy=False)} - {None}
+    variants = [v for v in VARIANTS if any(v == cell[0] for cell in asked | set(cells))]
+    seeds = sorted({seed for _, seed in asked | set(cells)})
+    full = {seed: cells[(FULL, seed)] for seed in seeds if (FULL, seed) in cells}
+    rows = []
+    for variant in variants:
+        runs = [cells[(variant, seed)] for seed in seeds if (variant, seed) in cells]
+        if not runs:
+            continue
+        row = dict(variant=variant, kind=kind_of(variant), description=describe(variant), seeds=[r["seed"] for r in runs],
+                   dev=_mean_std([r["dev_weighted_f1"] for r in runs]),
+                   test=_mean_std([r["test_weighted_f1"] for r in runs]))
+        paired = [r["test_weighted_f1"] - full[r["seed"]]["test_weighted_f1"] for r in runs if r["seed"] in full]
+        if variant != FULL and paired:
+            row["gap_to_full"] = _mean_std(paired)
+            row["verdict"] = _verdict(*row["gap_to_full"])
+        rows.append(row)
+    missing = sorted(asked - set(cells))
+    report = dict(study=study.study_name, trainer_flags=study.user_attrs.get("trainer_flags", []), seeds=seeds,
+                  rows=rows, missing=[dict(variant=v, seed=s) for v, s in missing],
+                  cells=sorted(cells.values(), key=lambda c: (VARIANTS.index(c["variant"]), c["seed"])))
+    report["markdown"] = _markdown(report)
+    return report
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _verdict(gap: float, spread: float) -> str:
+    """Where the full model stands against a variant, given the variant's gap (variant − full) and its seed spread."""
+    if gap + spread < 0:
+        return "full model better"
+    if gap - spread > 0:
+        return "variant better"
+    return "within seed spread"
+
+
+def _markdown(report: dict) -> str:
+    flags = " ".join(report["trainer_flags"]) or "(the preset's defaults)"
+    lines = [
+        f"# Modality sweep: {report['study']}",
+        "",
+        f"Trainer flags: `{flags}`; seeds {', '.join(map(str, report['seeds']))}. Weighted F1 of the best-dev "
+        "epoch (test: that epoch's model), mean ± sample std over seeds. Gap: variant − full model on test, "
+        "paired by seed (same seed = same synthetic corpus and initialisation), mean ± std of the per-seed "
+        "differences; the full model is better (or worse) when the gap lies more than one std below (or above) zero.",
+        "",
+        "| variant | trains | seeds | dev weighted F1 | test weighted F1 | gap to full (test) | full model vs variant |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        gap = f"{row['gap_to_full'][0]:+.3f} ± {row['gap_to_full'][1]:.3f}" if "gap_to_full" in row else "—"
+        lines.append(f"| {row['variant']} | {row['description']} | {len(row['seeds'])} | {_pm(row['dev'])} | "
+                     f"{_pm(row['test'])} | {gap} | {row.get('verdict', '—')} |")
+    if report["missing"]:
+        lines += ["", "Not completed (failed or still to run): "
+                  + ", ".join(f"{m['variant']} seed {m['seed']}" for m in report["missing"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean_std: tuple[float, float]) -> str:
+    return f"{mean_std[0]:.3f} ± {mean_std[1]:.3f}"
+
+
+def write_report(report: dict, prefix: Path) -> None:
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(prefix.with_name(prefix.name + ".md")) as handle:
+        handle.write(report["markdown"].encode())
+    write_json_atomic(prefix.with_name(prefix.name + ".json"), {k: v for k, v in report.items() if k != "markdown"})
+    if report["rows"]:
+        plot_variant_gaps(report["rows"], prefix.with_name(prefix.name + ".png"), reference=FULL,
+                          title=f"Ada2I modality sweep ({' '.join(report['trainer_flags'])}; {len(report['seeds'])} seeds)")
+
+
+def console() -> None:
+    """The ``ada2i-sweep`` script (a console script exits with what it returns)."""
+    main()
+
+
+if __name__ == "__main__":
+    main()

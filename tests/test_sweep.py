@@ -1,0 +1,108 @@
+"""The modality sweep on a tiny synthetic corpus: two worker processes sharing one SQLite study train
+every (variant, seed) cell once, the report is rebuilt from the study alone, a second launch queues
+only what is missing, and without optuna the command says how to install it."""
+
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from ada2i_fast import sweep  # noqa: E402
+
+TINY = ["--dataset", "meld", "--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--drop-rate", "0.1",
+        "--lr", "2e-3", "--size", "0.03", "--epochs", "1", "--encoder-nlayers", "1", "--quiet"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRAINED = re.compile(r"^worker (\d): +(\S+) seed (\d+): dev weighted F1", re.MULTILINE)
+
+
+def _table_rows(markdown: str) -> list[str]:
+    """The variant column of the Markdown table's body."""
+    return [line.split("|")[1].strip() for line in markdown.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+def _assert_png(path):
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000
+
+
+def test_two_workers_share_one_study_and_train_every_cell_once(tmp_path, capfd):
+    out = tmp_path / "sweep"
+    report = sweep.main(["--out", str(out), "--seeds", "1", "2", "--workers", "2", "--", *TINY])
+
+    cells = {(variant, seed) for variant in sweep.SUBSETS for seed in (1, 2)}
+    trained = Counter((variant, int(seed)) for _, variant, seed in TRAINED.findall(capfd.readouterr().out))
+    assert set(trained) == cells and set(trained.values()) == {1}
+    study = optuna.load_study(study_name="modality-sweep", storage=f"sqlite:///{out / 'study.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(sweep.cell_of(t) for t in complete) == sorted(cells)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    for trial in complete:
+        assert trial.value == trial.user_attrs["dev_weighted_f1"]
+        assert 0 <= trial.user_attrs["test_weighted_f1"] <= 1
+        run_dir = out / "modality-sweep" / trial.params["variant"] / f"seed-{trial.params['seed']}"
+        assert trial.user_attrs["run_dir"].endswith(str(run_dir.resolve()))
+        assert (run_dir / "summary.json").is_file() and (run_dir / "train.log").is_file()
+
+    assert _table_rows(report["markdown"]) == list(sweep.SUBSETS)
+    assert all(len(row["seeds"]) == 2 for row in report["rows"]) and not report["missing"]
+    assert [row["variant"] for row in report["rows"] if "gap_to_full" in row] == list(sweep.SUBSETS[1:])
+    written = (out / "modality-sweep.md").read_text()
+    assert written == report["markdown"]
+    assert len(json.loads((out / "modality-sweep.json").read_text())["cells"]) == 14
+    _assert_png(out / "modality-sweep.png")
+
+    rebuilt = sweep.main(["--out", str(out), "--report-only", "--report", str(tmp_path / "again")])
+    assert rebuilt["markdown"] == report["markdown"]
+    assert (tmp_path / "again.md").read_text() == written
+    _assert_png(tmp_path / "again.png")
+    assert not TRAINED.findall(capfd.readouterr().out)
+
+
+def test_a_second_launch_queues_only_the_missing_cells(tmp_path, capfd):
+    out = tmp_path / "sweep"
+    sweep.main(["--out", str(out), "--variants", "atv", "--seeds", "3", "--", *TINY])
+    report = sweep.main(["--out", str(out), "--variants", "atv", "--ablations", "--seeds", "3", "--", *TINY])
+
+    output = capfd.readouterr().out
+    assert "4 cells queued" in output
+    assert Counter(variant for _, variant, _ in TRAINED.findall(output)) == Counter(["atv", *sweep.ABLATIONS])
+    assert _table_rows(report["markdown"]) == ["atv", *sweep.ABLATIONS]
+    summary = json.loads((out / "modality-sweep" / "no-afw" / "seed-3" / "summary.json").read_text())
+    assert summary["ablations"]["afw"] is False and summary["config"]["modalities"] == "atv"
+
+    with pytest.raises(SystemExit, match="was started with the trainer flags"):
+        sweep.main(["--out", str(out), "--", *TINY, "--beta", "0.2"])
+
+
+def test_flags_the_sweep_sets_itself_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: .* sets --seed, --modalities for each trial itself"):
+        sweep.main(["--out", str(tmp_path), "--", *TINY, "--seed", "4", "--modalities", "at"])
+    with pytest.raises(SystemExit, match=r"^error: no study database at"):
+        sweep.main(["--out", str(tmp_path / "nothing"), "--report-only"])
+
+
+def test_the_verdict_compares_the_gap_with_its_seed_spread():
+    assert sweep._verdict(-0.05, 0.02) == "full model better"
+    assert sweep._verdict(-0.01, 0.02) == "within seed spread"
+    assert sweep._verdict(0.05, 0.02) == "variant better"
+
+
+def test_without_optuna_the_package_imports_and_the_commands_say_how_to_install_it(tmp_path):
+    script = (
+        "import sys; sys.modules['optuna'] = None\n"  # makes `import optuna` fail
+        "import ada2i_fast, ada2i_fast.sweep, ada2i_fast.tune\n"
+        "for command in (ada2i_fast.sweep, ada2i_fast.tune):\n"
+        "    try:\n"
+        "        command.main(['--out', 'unused'])\n"
+        "    except SystemExit as stop:\n"
+        "        print(stop.code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = 'error: this command needs optuna; install it with: pip install "ada2i-fast[sweep]"'
+    assert result.stdout.splitlines() == [line, line]

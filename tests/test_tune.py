@@ -1,0 +1,57 @@
+"""The hyperparameter search on a tiny synthetic corpus: trials report dev F1 per epoch to a median
+pruner, the best parameters are written as JSON, and the searched flags cannot be fixed by hand."""
+
+import json
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from ada2i_fast import tune  # noqa: E402
+
+TINY = ["--dataset", "meld", "--hidden", "16", "--ffn-dim", "32", "--drop-rate", "0.1", "--size", "0.03",
+        "--epochs", "2", "--encoder-nlayers", "1", "--quiet"]
+
+
+def test_a_few_trials_with_pruning_write_the_best_parameters(tmp_path):
+    out = tmp_path / "tune"
+    best = tune.main(["--out", str(out), "--trials", "3", "--prune-after", "1", "--warmup-epochs", "0", "--", *TINY])
+
+    assert json.loads((out / "tune-best.json").read_text()) == json.loads(json.dumps(best))
+    assert set(best["params"]) == set(tune.SEARCH_SPACE)
+    for name, (low, high, _) in tune.SEARCH_SPACE.items():
+        assert low <= best["params"][name] <= high
+    study = optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 3
+    assert {t.state for t in study.trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert best["dev_weighted_f1"] == max(t.value for t in complete)
+    for trial in complete:  # the objective is the best epoch's dev F1, each reported on the way
+        assert sorted(trial.intermediate_values) == [1, 2] and trial.value == max(trial.intermediate_values.values())
+    assert best["train_command"].startswith("python -m ada2i_fast.train --dataset meld")
+    assert f"--rank {best['params']['rank']}" in best["train_command"]
+
+
+class _Trial:
+    """What the epoch reporter touches of an optuna trial, with a pruner that always prunes."""
+
+    def __init__(self):
+        self.reported = []
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return True
+
+
+def test_the_epoch_reporter_reports_dev_f1_and_prunes_when_told():
+    trial = _Trial()
+    with pytest.raises(optuna.TrialPruned, match="at epoch 3 is below the median"):
+        tune.epoch_reporter(trial)({"epoch": 3, "dev": {"weighted_f1": 0.25}})
+    assert trial.reported == [(3, 0.25)]
+
+
+def test_the_searched_flags_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: .* sets --lr, --amw-scale for each trial itself"):
+        tune.main(["--out", str(tmp_path), "--", *TINY, "--lr", "1e-3", "--amw-scale", "5"])
