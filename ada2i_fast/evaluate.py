@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-import torch
-
-from .config import DATASETS
 from .devices import check_device
 from .eval_loop import evaluate_split
-from .saved_model import open_checkpoint_and_corpus
+from .saved_model import add_saved_model_flags, open_checkpoint_and_corpus
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ada2i_fast.evaluate", description=__doc__)
-    parser.add_argument("--checkpoint", required=True, help="best.pt of a training run, or an authors' checkpoint")
-    parser.add_argument(
-        "--data",
-        default=os.environ.get("ADA2I_DATA"),
-        help="legacy pickle or cache; default: the data recorded in the checkpoint",
-    )
-    parser.add_argument("--dataset", choices=DATASETS, default=None, help="needed for authors' checkpoints")
-    parser.add_argument("--split", choices=("train", "dev", "test"), default="test")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_saved_model_flags(parser)
     return parser
 
 

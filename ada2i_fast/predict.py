@@ -18,18 +18,16 @@ header line would give the file two kinds of line). Floats are the float32 value
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Iterator
 
 import torch
 
 from .atomic import atomic_open, strict_json
-from .config import DATASETS
 from .data import Split, iterate_batches
 from .data.batching import batch_order
 from .devices import check_device
 from .model import Ada2I
-from .saved_model import open_checkpoint_and_corpus
+from .saved_model import add_saved_model_flags, open_checkpoint_and_corpus
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,16 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", required=True, help="best.pt of a training run, or an authors' checkpoint")
     parser.add_argument("--out", required=True, help="the JSON-lines file to write (replaced atomically)")
-    parser.add_argument(
-        "--data",
-        default=os.environ.get("ADA2I_DATA"),
-        help="legacy pickle or cache; default: the data recorded in the checkpoint",
-    )
-    parser.add_argument("--dataset", choices=DATASETS, default=None, help="needed for authors' checkpoints")
-    parser.add_argument("--split", choices=("train", "dev", "test"), default="test")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_saved_model_flags(parser)
     return parser
 
 

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
+import os
+
+import torch
+
 from .checkpoint import load_any_checkpoint
-from .config import TrainConfig
+from .config import DATASETS, TrainConfig
 from .data import Corpus, load_corpus
 from .model import Ada2I
+
+
+def add_saved_model_flags(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, --data, --dataset, --split and --device, as every command on a saved model takes them."""
+    parser.add_argument("--checkpoint", required=True, help="best.pt of a training run, or an authors' checkpoint")
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("ADA2I_DATA"),
+        help="legacy pickle, cache or transcript corpus; default: the data recorded in the checkpoint",
+    )
+    parser.add_argument("--dataset", choices=DATASETS, default=None, help="needed for authors' checkpoints")
+    parser.add_argument("--split", choices=("train", "dev", "test"), default="test", help="(default: test)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", default=device, help=f"(default: {device})")
 
 
 def open_checkpoint_and_corpus(checkpoint, data, dataset: str | None) -> tuple[Ada2I, Corpus, TrainConfig]:
