@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from .data import Split, iterate_batches
+from .distributed import gather_objects
 from .model import Ada2I
 
 
@@ -64,8 +65,6 @@ def evaluate_split(
     up to float rounding on another device)."""
     parts = _run_batches(model, split, batch_size, device, rank, world_size)
     if world_size > 1:
-        from .distributed import gather_objects
-
         parts = _in_batch_order(gather_objects([tuple(x.cpu() for x in part) for part in parts]), world_size)
     losses, labels, predictions, unimodal = zip(*parts)
     y_true = torch.cat(labels).cpu().numpy()

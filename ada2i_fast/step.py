@@ -9,6 +9,7 @@ import torch
 from .balance import apply_modulation, disparity_ratios, modulation_coefficients
 from .batch import Batch
 from .config import TrainConfig
+from .distributed import all_reduce_step
 from .model import Ada2I, total_loss
 
 
@@ -66,8 +67,6 @@ def train_step(
     if shard is None:
         loss.backward()
     else:
-        from .distributed import all_reduce_step
-
         (loss * shard.share).backward()
         values = [t.detach() * shard.share for t in terms.values()] + [unimodal * shard.share, scores]
         if shard.share == 0:  # an empty shard: its step ran for the gradients' layout; it adds exactly 0

@@ -22,22 +22,24 @@ NORMALISATIONS = ("class", "feature", "none")
 
 
 def amw_head_torch(z: Tensor, weight: Tensor, bias: Tensor, labels: Tensor | None, scale: float, normalisation: str):
-    n_mod, _, hidden = z.shape
-    w_blocks = weight.reshape(weight.shape[0], n_mod, hidden).transpose(0, 1)  # [M, C, H]
-    shared_bias = bias / n_mod
-    unimodal = torch.baddbmm(shared_bias.expand(n_mod, 1, -1), z, w_blocks.transpose(1, 2))
+    n_mod = z.shape[0]
+    unimodal = torch.baddbmm((bias / n_mod).expand(n_mod, 1, -1), z, _class_blocks(weight, z).transpose(1, 2))
     if normalisation == "none":
         fused = unimodal.sum(0)
     else:
-        z_unit = F.normalize(z, dim=-1)
-        w_unit = F.normalize(w_blocks, dim=2 if normalisation == "class" else 1)
-        fused = scale * torch.bmm(z_unit, w_unit.transpose(1, 2)).sum(0) + bias
+        fused = amw_head_contributions_torch(z, weight, scale, normalisation).sum(0) + bias
     scores = None
     if labels is not None:
         with torch.no_grad():
             gold = unimodal.detach().softmax(-1).gather(2, labels.expand(n_mod, -1).unsqueeze(-1))
             scores = gold.squeeze(-1).sum(1)
     return fused, unimodal, scores
+
+
+def _class_blocks(weight: Tensor, z: Tensor) -> Tensor:
+    """W [C, M*H] as its per-modality blocks [M, C, H]."""
+    n_mod, _, hidden = z.shape
+    return weight.reshape(weight.shape[0], n_mod, hidden).transpose(0, 1)
 
 
 def amw_head_contributions_torch(z: Tensor, weight: Tensor, scale: float, normalisation: str) -> Tensor:
@@ -49,8 +51,7 @@ def amw_head_contributions_torch(z: Tensor, weight: Tensor, scale: float, normal
     """
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {', '.join(NORMALISATIONS)}")
-    n_mod, _, hidden = z.shape
-    w_blocks = weight.reshape(weight.shape[0], n_mod, hidden).transpose(0, 1)  # [M, C, H]
+    w_blocks = _class_blocks(weight, z)
     if normalisation == "none":
         return torch.bmm(z, w_blocks.transpose(1, 2))
     z_unit = F.normalize(z, dim=-1)
