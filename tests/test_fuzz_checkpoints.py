@@ -37,9 +37,9 @@ mutations = st.lists(
 
 def _mutate(data: bytes, steps) -> bytes:
     for kind, where, payload in steps:
-        at = int(where * (len(data) - 1))
+        at = max(0, int(where * (len(data) - 1)))
         if kind == "flip":
-            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :] if data else data
         elif kind == "truncate":
             data = data[:at]
         elif kind == "insert":
