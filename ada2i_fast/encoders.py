@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .batch import Batch
 from .config import Ada2IConfig
 from .dropout import UniformDropout
 
@@ -16,7 +18,13 @@ def attention_heads(dim: int) -> int:
 
 
 class TransformerEncoder(nn.Module):
-    """Post-norm transformer layers over the dialogue (no positional encoding), then Linear(d -> hidden)."""
+    """Post-norm transformer layers over the dialogue (no positional encoding), then Linear(d -> hidden).
+
+    With padding masked (method semantics) a padded row never reaches a real one, so every
+    per-utterance op (projections, feed-forward, norms, ``lin_out``) runs on the real utterances
+    only, packed [N, d]; attention alone runs per dialogue on the padded grid. Padded rows of the
+    output are 0. The public code attends to padded rows too, so there the whole grid is computed.
+    """
 
     def __init__(self, input_dim: int, config: Ada2IConfig) -> None:
         super().__init__()
@@ -35,9 +43,31 @@ class TransformerEncoder(nn.Module):
         self.lin_out = nn.Linear(input_dim, config.hidden)
         self.mask_padding = config.semantics.mask_padding
 
-    def forward(self, x: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
-        padding = ~mask if self.mask_padding else None
-        return self.lin_out(self.transformer_encoder(x, src_key_padding_mask=padding))
+    def forward(self, x: Tensor, mask: Tensor, lengths: Tensor, flat_index: Tensor) -> Tensor:
+        if not self.mask_padding:
+            return self.lin_out(self.transformer_encoder(x))
+        b, t, d = x.shape
+        rows = x.reshape(b * t, d).index_select(0, flat_index)
+        for layer in self.transformer_encoder.layers:
+            rows = _packed_post_norm_layer(layer, rows, mask, flat_index)
+        out = self.lin_out(rows)
+        return out.new_zeros(b * t, out.shape[-1]).index_copy(0, flat_index, out).view(b, t, -1)
+
+
+def _packed_post_norm_layer(layer: nn.TransformerEncoderLayer, rows: Tensor, mask: Tensor, flat_index: Tensor) -> Tensor:
+    """``layer`` (post-norm, batch-first) on the real rows [N, d] of the [B, T] grid ``mask``, padded keys masked."""
+    b, t = mask.shape
+    attn = layer.self_attn
+    d, heads = attn.embed_dim, attn.num_heads
+    qkv = F.linear(rows, attn.in_proj_weight, attn.in_proj_bias)
+    grid = qkv.new_zeros(b * t, 3 * d).index_copy(0, flat_index, qkv)
+    q, k, v = grid.view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+    context = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask[:, None, None, :], dropout_p=attn.dropout if layer.training else 0.0
+    )
+    context = context.transpose(1, 2).reshape(b * t, d).index_select(0, flat_index)
+    rows = layer.norm1(rows + layer.dropout1(attn.out_proj(context)))
+    return layer.norm2(rows + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(rows))))))
 
 
 class LSTMEncoder(nn.Module):
@@ -54,7 +84,7 @@ class LSTMEncoder(nn.Module):
             batch_first=True,
         )
 
-    def forward(self, x: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, lengths: Tensor, flat_index: Tensor) -> Tensor:
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
@@ -64,6 +94,7 @@ def build_encoder(input_dim: int, config: Ada2IConfig) -> nn.Module:
     return {"transformer": TransformerEncoder, "lstm": LSTMEncoder}[config.encoder](input_dim, config)
 
 
-def encode_all(encoders: nn.ModuleDict, features: dict[str, Tensor], mask: Tensor, lengths: Tensor) -> Tensor:
+def encode_all(encoders: nn.ModuleDict, batch: Batch) -> Tensor:
     """Stack every modality's encoding into [M, B, T, hidden] in the encoders' order."""
-    return torch.stack([encoder(features[m], mask, lengths) for m, encoder in encoders.items()])
+    layout = batch.mask, batch.lengths, batch.flat_index
+    return torch.stack([encoder(batch.features[m], *layout) for m, encoder in encoders.items()])

@@ -12,6 +12,7 @@ from .afw import AFW
 from .amw import ClassifierHead
 from .batch import Batch
 from .config import Ada2IConfig
+from .devices import resolve_precision
 from .encoders import build_encoder, encode_all
 
 
@@ -89,7 +90,7 @@ class Ada2I(nn.Module):
 
     def forward(self, batch: Batch) -> Ada2IOutput:
         self.check_batch(batch)
-        h = encode_all(self.encoders, batch.features, batch.mask, batch.lengths)
+        h = encode_all(self.encoders, batch)
         h, feature_loss = self.afw(h, batch.mask, batch.flat_index)
         m, b, t, hidden = h.shape
         z = h.reshape(m, b * t, hidden).index_select(1, batch.flat_index)
@@ -123,19 +124,25 @@ class Ada2I(nn.Module):
         return total_loss(self.loss_terms(output))
 
     @torch.inference_mode()
-    def predict(self, batch: Batch) -> Prediction:
-        """Labels, class probabilities and each modality's logit contributions per real utterance, in eval mode."""
+    def predict(self, batch: Batch, precision: str = "fp32") -> Prediction:
+        """Labels, class probabilities and each modality's logit contributions per real utterance, in eval mode.
+
+        ``precision``: ``"bf16"`` runs the forward pass under bfloat16 autocast, ``"auto"`` picks it
+        where the device has bfloat16 arithmetic (``devices.resolve_precision``); outputs are float32.
+        """
+        precision = resolve_precision(precision, batch.device)
         head_inputs = []
         # The head's input Z [M, N, H] is caught on its way in, so forward stays the one path to it.
         hook = self.head.register_forward_pre_hook(lambda head, args: head_inputs.append(args[0]))
         was_training = self.training
         self.eval()
         try:
-            probabilities = self(batch).log_probs.exp()
+            with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                probabilities = self(batch).log_probs.float().exp()
+                contributions = self.head.contributions(head_inputs[0]).float().transpose(0, 1)
         finally:
             self.train(was_training)
             hook.remove()
-        contributions = self.head.contributions(head_inputs[0]).transpose(0, 1)
         bias = self.head.fc_out.bias.detach().clone()
         return Prediction(probabilities.argmax(-1), probabilities, batch.lengths, contributions, bias)
 

@@ -25,6 +25,7 @@ import torch
 from .atomic import atomic_open, strict_json
 from .data import Split, iterate_batches
 from .data.batching import batch_order
+from .config import PRECISIONS
 from .devices import check_device
 from .model import Ada2I
 from .saved_model import add_saved_model_flags, open_checkpoint_and_corpus
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="the JSON-lines file to write (replaced atomically)")
     add_saved_model_flags(parser)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: bfloat16 autocast; auto: bf16 where the device has bfloat16 arithmetic (default: fp32)",
+    )
     return parser
 
 
@@ -56,7 +63,9 @@ def write_predictions(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     model, corpus, recipe = open_checkpoint_and_corpus(args.checkpoint, args.data, args.dataset)
     split = corpus.splits[args.split]
-    records = prediction_records(model.to(device), split, corpus.classes, batch_size=recipe.batch_size, device=device)
+    records = prediction_records(
+        model.to(device), split, corpus.classes, batch_size=recipe.batch_size, device=device, precision=args.precision
+    )
     written = 0
     with atomic_open(args.out) as handle:
         for record in records:
@@ -66,13 +75,15 @@ def write_predictions(args: argparse.Namespace) -> int:
     return written
 
 
-def prediction_records(model: Ada2I, split: Split, classes, *, batch_size: int, device: torch.device) -> Iterator[dict]:
+def prediction_records(
+    model: Ada2I, split: Split, classes, *, batch_size: int, device: torch.device, precision: str = "fp32"
+) -> Iterator[dict]:
     """One JSON-ready record per utterance of ``split``, in corpus order (see the module docstring)."""
     classes = list(classes)
     modalities = model.config.modalities
     batches = iterate_batches(split, modalities, batch_size, shuffle=False)
     for dialogues, batch in zip(batch_order(split, batch_size, shuffle=False), batches):
-        prediction = model.predict(batch.to(device))
+        prediction = model.predict(batch.to(device), precision)
         bias = dict(zip(classes, prediction.bias.tolist()))
         rows = zip(prediction.labels.tolist(), prediction.probabilities.tolist(), prediction.contributions.tolist())
         for dialogue in dialogues.tolist():

@@ -1,0 +1,69 @@
+"""The transformer encoder's packed path against torch's own layers over the padded grid."""
+
+import pytest
+import torch
+
+from ada2i_fast import Ada2I
+from ada2i_fast.encoders import TransformerEncoder
+from conftest import random_batch, tiny_config
+
+LAYOUTS = [[7], [5, 2, 7, 1], [1, 1], [3, 9, 6, 9]]
+
+
+def _encoder_and_batch(lengths, **overrides):
+    torch.manual_seed(0)
+    config = tiny_config(drop_rate=0.0, **overrides)
+    encoder = TransformerEncoder(config.input_dims["t"], config)
+    batch = random_batch(config, lengths)
+    return encoder, batch, batch.features["t"].clone().requires_grad_()
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("lengths", LAYOUTS, ids=str)
+def test_packed_rows_equal_torchs_masked_layers_values_and_gradients(lengths, training):
+    encoder, batch, x = _encoder_and_batch(lengths)
+    encoder.train(training)
+    layout = batch.mask, batch.lengths, batch.flat_index
+    packed = encoder(x, *layout)
+    padded = encoder.lin_out(encoder.transformer_encoder(x, src_key_padding_mask=~batch.mask))
+    real = batch.mask
+    torch.testing.assert_close(packed[real], padded[real], rtol=1e-5, atol=1e-6)
+    assert torch.equal(packed[~real], torch.zeros_like(packed[~real]))
+    leaves = [x, *encoder.parameters()]
+    weights = torch.randn_like(packed[real])
+    ours = torch.autograd.grad((packed[real] * weights).sum(), leaves)
+    torchs = torch.autograd.grad((padded[real] * weights).sum(), leaves)
+    for name, a, b in zip(["x", *(n for n, _ in encoder.named_parameters())], ours, torchs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"grad of {name}: {m}")
+
+
+def test_reference_mode_runs_the_whole_grid_unmasked():
+    encoder, batch, x = _encoder_and_batch([5, 2, 7], compat="reference")
+    expected = encoder.lin_out(encoder.transformer_encoder(x))
+    torch.testing.assert_close(encoder(x, batch.mask, batch.lengths, batch.flat_index), expected)
+
+
+def test_packed_training_with_dropout_keeps_padding_out_and_is_seeded():
+    config = tiny_config(drop_rate=0.5)
+    encoder = TransformerEncoder(config.input_dims["t"], config).train()
+    batch = random_batch(config, [4, 1, 6])
+    layout = batch.mask, batch.lengths, batch.flat_index
+    torch.manual_seed(3)
+    first = encoder(batch.features["t"], *layout)
+    torch.manual_seed(3)
+    again = encoder(batch.features["t"], *layout)
+    assert torch.equal(first, again) and torch.isfinite(first).all()
+    assert torch.equal(first[~batch.mask], torch.zeros_like(first[~batch.mask]))
+
+
+def test_bf16_predict_agrees_with_fp32_and_returns_float32():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = Ada2I(config)
+    batch = random_batch(config, [6, 3, 5])
+    fp32, bf16 = model.predict(batch), model.predict(batch, precision="bf16")
+    assert bf16.probabilities.dtype == torch.float32 and bf16.contributions.dtype == torch.float32
+    torch.testing.assert_close(bf16.probabilities, fp32.probabilities, rtol=0, atol=3e-2)
+    torch.testing.assert_close(bf16.contributions.sum(1) + bf16.bias, fp32.contributions.sum(1) + fp32.bias, rtol=0, atol=0.1)
+    auto = model.predict(batch, precision="auto")
+    assert auto.probabilities.dtype == torch.float32
