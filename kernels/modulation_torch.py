@@ -3,16 +3,29 @@
 Every encoder gradient of modality m is scaled by k_m; with ``noise`` it then gets
 N(0, (std(g) + 1e-8)^2) added, std taken of the scaled gradient (unbiased, as ``Tensor.std``).
 
-The stds come from ``Tensor.std`` per tensor (one stable pass each, no host sync); the noise of every tensor is drawn into one workspace of the
-largest gradient's size and added with ``addcmul_``, so no gradient-sized temporary is allocated.
+The stds come from ``Tensor.std`` per tensor (one stable pass each, no host sync). The unit noise is torch's
+``normal_``. On an accelerator it is drawn tensor by tensor into one workspace of the largest
+gradient's size and added with ``addcmul_``. On the CPU, ``normal_`` runs one Mersenne Twister on
+one core, and drawing the ~35M normals of the iemocap encoders is most of the op; there the
+gradients are cut into pieces of ``NOISE_STREAM`` elements, each piece gets its own generator
+seeded from ``generator`` (consecutive seeds from one draw, so the pieces' streams are distinct),
+and a pool of threads draws and adds the pieces in parallel, each in a cache-sized workspace. The
+pieces and their seeds depend only on the gradients' sizes and ``generator``, so the result is the
+same whatever the number of threads. Reading the draw's base seed is the one host read of the op,
+on the CPU only, where no device waits.
 """
 
 from __future__ import annotations
+
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 
 NOISE_EPS = 1e-8
+NOISE_STREAM = 1 << 20  # elements per independently seeded piece of the CPU noise draw
 
 
 def unbiased_stds(grads: list[Tensor]) -> list[Tensor]:
@@ -32,7 +45,47 @@ def modulate_gradients_torch(
     if not noise:
         return
     noise_std = torch._foreach_add(unbiased_stds(grads), NOISE_EPS)
+    if draws_in_streams(grads[0].device):
+        add_noise_in_streams(grads, noise_std, generator)
+        return
     workspace = torch.empty(max(g.numel() for g in grads), dtype=grads[0].dtype, device=grads[0].device)
     for g, std in zip(grads, noise_std):
         unit_noise = workspace[: g.numel()].view(g.shape).normal_(generator=generator)
         g.addcmul_(unit_noise, std)
+
+
+def draws_in_streams(device: torch.device) -> bool:
+    return device.type == "cpu"
+
+
+def add_noise_in_streams(grads: list[Tensor], stds: list[Tensor], generator: torch.Generator | None) -> None:
+    """``g += std · N(0, 1)`` for every gradient, on the CPU, piece by piece in parallel (module docstring)."""
+    pieces = [(piece, std) for g, std in zip(grads, stds) for piece in _pieces(g)]
+    base_seed = int(torch.randint(0, 2**32 - len(pieces), (), generator=generator))
+    work = [(piece, std, base_seed + i) for i, (piece, std) in enumerate(pieces)]
+    for _ in _noise_pool(torch.get_num_threads()).map(_add_piece_noise, work):
+        pass
+
+
+def _pieces(g: Tensor) -> tuple[Tensor, ...]:
+    """Views covering ``g``: flat pieces of ``NOISE_STREAM`` elements, or ``g`` whole if it is not contiguous."""
+    return g.view(-1).split(NOISE_STREAM) if g.is_contiguous() else (g,)
+
+
+@functools.lru_cache(maxsize=4)
+def _noise_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ada2i-noise")
+
+
+_thread_state = threading.local()
+
+
+def _add_piece_noise(work: tuple[Tensor, Tensor, int]) -> None:
+    piece, std, seed = work
+    if not hasattr(_thread_state, "generator"):
+        _thread_state.generator, _thread_state.workspaces = torch.Generator(), {}
+    workspace = _thread_state.workspaces.get(piece.dtype)
+    if workspace is None or workspace.numel() < piece.numel():
+        workspace = _thread_state.workspaces[piece.dtype] = torch.empty(piece.numel(), dtype=piece.dtype)
+    unit_noise = workspace[: piece.numel()].view(piece.shape).normal_(generator=_thread_state.generator.manual_seed(seed))
+    piece.addcmul_(unit_noise, std)

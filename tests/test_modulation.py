@@ -8,6 +8,7 @@ import torch
 
 from ada2i_fast.kernels import modulate_gradients, use_backend
 from ada2i_fast.kernels.modulation import _multi_tensor, _scaled_stds
+from ada2i_fast.kernels import modulation_torch
 from ada2i_fast.kernels.modulation_torch import NOISE_EPS, unbiased_stds
 
 BACKENDS = ["torch", "triton"]
@@ -126,6 +127,9 @@ def test_triton_noise_is_independent_across_tensors():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_no_host_sync_inside_the_op(backend, monkeypatch):
+    # The CPU's parallel noise draw reads its base seed from a CPU tensor; what runs on a device
+    # is the single-generator draw, checked here on the CPU.
+    monkeypatch.setattr(modulation_torch, "draws_in_streams", lambda device: False)
     grads = _grads(seed=1)  # a layout not cached by other tests
     coefficients = torch.tensor([0.5, 1.0, 0.9])
 
@@ -166,3 +170,54 @@ def test_triton_rejects_non_contiguous_gradients():
     grads = [torch.randn(8, 6).t()]
     with use_backend("triton"), pytest.raises(ValueError, match="contiguous"):
         modulate_gradients(grads, [0], torch.ones(1), noise=False)
+
+
+def _streamed_noise(grads, seed, threads, monkeypatch, stream):
+    monkeypatch.setattr(modulation_torch, "NOISE_STREAM", stream)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = _modulated("torch", grads, [0] * len(grads), torch.ones(1), noise=True, seed=seed)
+    finally:
+        torch.set_num_threads(before)
+    return [(o - g).double() for o, g in zip(out, grads)]
+
+
+def _ks_statistic(samples: torch.Tensor) -> float:
+    """max |F_n(x) - Φ(x)| of standardised ``samples`` against the standard normal CDF."""
+    x, _ = samples.sort()
+    n = x.numel()
+    cdf = torch.special.ndtr(x)
+    above = torch.arange(1, n + 1, dtype=x.dtype) / n - cdf
+    below = cdf - torch.arange(0, n, dtype=x.dtype) / n
+    return max(above.max().item(), below.max().item())
+
+
+def test_cpu_stream_noise_is_normal_by_moments_and_ks_and_uncorrelated_across_pieces(monkeypatch):
+    n, stream = 400_000, 4096  # about 100 pieces, each with its own generator
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(n, generator=gen) * 3.0 + 2.0, torch.randn(n // 3 + 17, generator=gen) * 0.01]
+    noises = _streamed_noise(grads, 7, 2, monkeypatch, stream)
+    for g, noise in zip(grads, noises):
+        sigma = g.std().item() + NOISE_EPS
+        _assert_noise_distribution(noise, sigma)
+        # Kolmogorov-Smirnov at the 0.1% level: D < 1.95 / sqrt(n)
+        assert _ks_statistic(noise / sigma) < 1.95 / math.sqrt(noise.numel())
+    pieces = noises[0][: 2 * stream].view(2, stream)  # neighbouring pieces have consecutive seeds
+    correlation = torch.corrcoef(pieces)[0, 1].item()
+    assert abs(correlation) < 6 / math.sqrt(stream)
+
+
+def test_a_wrong_distribution_fails_the_ks_check():
+    uniform = (torch.rand(100_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 0.5) * math.sqrt(12)
+    assert _ks_statistic(uniform) > 1.95 / math.sqrt(uniform.numel())
+
+
+def test_cpu_stream_noise_does_not_depend_on_the_thread_count(monkeypatch):
+    grads = _grads(shapes=[(9001,), (33, 7), (5000,)])
+    grads[1] = grads[1].t()  # a non-contiguous gradient is one piece
+    one = _streamed_noise(grads, 3, 1, monkeypatch, 1024)
+    two = _streamed_noise(grads, 3, 2, monkeypatch, 1024)
+    other_seed = _streamed_noise(grads, 4, 2, monkeypatch, 1024)
+    for a, b, c in zip(one, two, other_seed):
+        assert torch.equal(a, b) and not torch.equal(a, c)
