@@ -8,6 +8,7 @@ gradient noise, with the non-fused Adam. Only benchmarks use it.
 from __future__ import annotations
 
 import math
+import types
 
 import torch
 
@@ -15,16 +16,32 @@ from torch import nn
 
 from ada2i_fast import Ada2I, Ada2IConfig, Batch, TrainConfig, use_backend
 from ada2i_fast.dropout import UniformDropout
+from ada2i_fast.encoders import TransformerEncoder
 
 
 def authors_model(config: Ada2IConfig) -> Ada2I:
-    """Our model with torch's own dropout modules, as the authors' code has."""
+    """Our model with torch's own dropout modules and transformer encoders that run over the whole
+    padded grid, as the authors' code has."""
     model = Ada2I(config)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if isinstance(child, UniformDropout):
                 setattr(parent, name, nn.Dropout(child.p))
+        if isinstance(parent, TransformerEncoder):
+            parent.forward = types.MethodType(_padded_encoder_forward, parent)
     return model
+
+
+def _padded_encoder_forward(encoder: TransformerEncoder, x, mask, lengths, flat_index):
+    return encoder.lin_out(encoder.transformer_encoder(x, src_key_padding_mask=~mask))
+
+
+@torch.no_grad()
+def authors_eval_forward(model: Ada2I, batch: Batch) -> torch.Tensor:
+    """Their evaluation: eval mode, no autograd, the literal ring over the padded grid; class probabilities."""
+    model.eval()
+    with use_backend("literal"):
+        return model(batch).log_probs.exp()
 
 
 def authors_optimizer(model: Ada2I, recipe: TrainConfig) -> torch.optim.Adam:

@@ -1,5 +1,6 @@
 """A closing summary for ``pytest benchmarks/ --benchmark-only``: per group, the winner and its speed-up
-over the authors' computation, and a warning when the machine was too busy for the ratios to hold."""
+over the authors' computation, and a warning when the machine was too busy for the ratios to hold; then
+the roofline of every entry that recorded its FLOPs and bytes (``roofline.record``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 
 import pytest
 
-from report import baseline_of, variant
+from report import MACHINE_GROUP, baseline_of, machine_line, rate, roofline_rows, variant
 
 LOAD_PER_CORE_LIMIT = 0.5  # a 1-minute load average above this share of the cores means other work ran
 SPREAD_LIMIT = 0.15  # standard deviation over mean of a group's rounds
@@ -23,12 +24,22 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
     measured = [bench for bench in (session.benchmarks if session else []) if bench.stats is not None]
     if not measured:
         return
+    entries = [
+        {"name": bench.name, "group": bench.group, "extra_info": bench.extra_info,
+         "stats": {"mean": bench.stats.mean, "stddev": bench.stats.stddev}}
+        for bench in measured
+    ]
+    _who_won(terminalreporter, config, entries)
+    _roofline(terminalreporter, entries)
+
+
+def _who_won(terminalreporter, config, measured: list[dict]) -> None:
     groups: dict[str, list[dict]] = {}
-    for bench in measured:
-        stats = bench.stats
-        groups.setdefault(bench.group or bench.name, []).append(
-            {"name": bench.name, "stats": {"mean": stats.mean, "stddev": stats.stddev}}
-        )
+    for entry in measured:
+        groups.setdefault(entry["group"] or entry["name"], []).append(entry)
+    groups.pop(MACHINE_GROUP, None)
+    if not groups:
+        return
     cores = os.cpu_count() or 1
     loads = (getattr(config, "_ada2i_load_at_start", 0.0), os.getloadavg()[0])
     write = terminalreporter.write_line
@@ -51,3 +62,28 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
     if noisy:
         write(f"WARNING: rounds spread more than {SPREAD_LIMIT:.0%} in {len(noisy)} group(s): "
               + "; ".join(noisy), yellow=True)
+
+
+def _roofline(terminalreporter, entries: list[dict]) -> None:
+    table = list(roofline_rows(entries))
+    if not table:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("ada2i_fast: roofline")
+    write(machine_line(entries))
+    for row in table:
+        parts = [f"{rate(row.gflop_per_s)} GFLOP/s", f"{rate(row.gb_per_s)} GB/s"]
+        if row.flop_per_byte is not None:
+            parts.append(f"{row.flop_per_byte:.3g} FLOP/byte")
+        if row.pct_gemm is not None:
+            parts.append(f"{row.pct_gemm:.1f}% of {row.dtype} GEMM")
+        if row.pct_bandwidth is not None:
+            parts.append(f"{row.pct_bandwidth:.1f}% of bandwidth")
+        if row.pct_datasheet_flops is not None or row.pct_datasheet_bytes is not None:
+            parts.append(f"datasheet: {_percent(row.pct_datasheet_flops)} of {row.dtype} FLOP/s, "
+                         f"{_percent(row.pct_datasheet_bytes)} of GB/s")
+        write(f"  {row.group} {row.variant}: " + ", ".join(parts))
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}%"

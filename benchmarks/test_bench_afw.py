@@ -3,8 +3,9 @@ interpreter is no benchmark) and torch.compile of the factored path, forward and
 
 extra_info per entry: utterances/s (B*T / mean time); peak memory above the inputs for one call (CUDA:
 torch.cuda.max_memory_allocated; CPU: peak RSS, Linux VmHWM, of a fresh subprocess over one call minus its
-RSS just before, not measured for the compiled backend whose compilation would dominate it); on CUDA the
-achieved GB/s counting the bytes of h in and y, a out (forward) plus dy, da in and dh out (forward+backward).
+RSS just before, not measured for the compiled backend whose compilation would dominate it); the roofline
+counts of ``roofline.py`` (the literal computation for the literal backend, the factored one for the others)
+and the achieved GFLOP/s and GB/s.
 
 Run directly (``python benchmarks/test_bench_afw.py SHAPE BACKEND MODE``) it prints that CPU peak.
 """
@@ -24,6 +25,7 @@ from ada2i_fast import Ada2IConfig
 from ada2i_fast.afw import AFW
 from ada2i_fast.kernels import tensor_ring, use_backend
 from ada2i_fast.kernels.tensor_ring_torch import tensor_ring_factored
+from roofline import afw_layer_cost, record, tensor_ring_cost
 from shapes import Shape, presets
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -129,16 +131,14 @@ def test_tensor_ring(benchmark, shape, backend, mode):
             pytest.skip(f"torch.compile unavailable: {type(error).__name__}: {error}")
 
     benchmark.group = f"tensor_ring {mode} {shape}"
-    benchmark.extra_info.update(shape=dataclasses.asdict(shape), device=str(DEVICE), dtype=str(DTYPE))
+    benchmark.extra_info.update(shape=dataclasses.asdict(shape), device=str(DEVICE))
     benchmark(step)
+    record(benchmark, tensor_ring_cost(shape, mode, literal=backend == "literal"), DTYPE)
     if not benchmark.enabled:
         return
-    seconds = benchmark.stats.stats.mean
-    benchmark.extra_info["utterances_per_s"] = shape.utterances / seconds
+    benchmark.extra_info["utterances_per_s"] = shape.utterances / benchmark.stats.stats.mean
     if DEVICE.type == "cuda":
         benchmark.extra_info["peak_bytes"] = _cuda_peak_bytes(step)
-        tensors = 3 if mode == "fwd" else 6
-        benchmark.extra_info["gb_per_s"] = tensors * inputs[0].numel() * inputs[0].element_size() / seconds / 1e9
     elif backend != "compile":
         benchmark.extra_info["peak_bytes"] = _cpu_peak_bytes(shape, backend, mode)
 
@@ -160,6 +160,7 @@ def test_afw_layer(benchmark, shape, backend):
     benchmark.group = f"afw layer fwd_bwd {shape}"
     benchmark.extra_info.update(shape=dataclasses.asdict(shape), device=str(DEVICE))
     benchmark(_synchronized(step))
+    record(benchmark, afw_layer_cost(shape, flat_index.numel(), literal=backend == "literal"), DTYPE)
     if benchmark.enabled:
         benchmark.extra_info["utterances_per_s"] = shape.utterances / benchmark.stats.stats.mean
 

@@ -3,7 +3,8 @@
 Modulation: ``modulate_gradients`` (torch path; Triton on CUDA) against the public code's way, a
 per-parameter loop with a ``.std().item()`` host sync each, over the encoder gradients of the
 iemocap preset. AMW: forward + backward of the head with the scores (torch twin; Triton on CUDA)
-against an unfused per-modality composition of torch ops.
+against an unfused per-modality composition of torch ops. Every entry records the roofline counts of
+its op (``roofline.py``), the same for all implementations of a group.
 
 ``ADA2I_BENCH_SMOKE=1`` shrinks every shape so CI can run this with ``--benchmark-disable``.
 """
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ada2i_fast.kernels import amw_head, modulate_gradients, use_backend
+from roofline import amw_head_cost, modulation_cost, record
 
 SMOKE = os.environ.get("ADA2I_BENCH_SMOKE") == "1"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,6 +99,7 @@ def test_bench_modulation(benchmark, impl, noise):
     benchmark.pedantic(_synchronised(impl), setup=reset, rounds=ROUNDS, warmup_rounds=1)
     n_elements = sum(g.numel() for g in grads)
     benchmark.extra_info.update(n_tensors=len(grads), n_elements=n_elements, device=str(DEVICE))
+    record(benchmark, modulation_cost(n_elements, noise), grads[0].dtype)
     if benchmark.stats:
         benchmark.extra_info["elements_per_s"] = n_elements / benchmark.stats.stats.mean
 
@@ -146,5 +149,6 @@ def test_bench_amw_head(benchmark, impl):
     benchmark.group = "amw_head"
     benchmark.pedantic(_synchronised(step), rounds=10 * ROUNDS, warmup_rounds=2)
     benchmark.extra_info.update(n_utterances=N_UTTERANCES, hidden=HIDDEN, n_modalities=len(DIMS), device=str(DEVICE))
+    record(benchmark, amw_head_cost(len(DIMS), N_UTTERANCES, HIDDEN, N_CLASSES), z.dtype)
     if benchmark.stats:
         benchmark.extra_info["utterances_per_s"] = N_UTTERANCES / benchmark.stats.stats.mean
