@@ -7,6 +7,7 @@ gradient noise, with the non-fused Adam. Only benchmarks use it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 
@@ -34,6 +35,17 @@ def authors_model(config: Ada2IConfig) -> Ada2I:
 
 def _padded_encoder_forward(encoder: TransformerEncoder, x, mask, lengths, flat_index):
     return encoder.lin_out(encoder.transformer_encoder(x, src_key_padding_mask=~mask))
+
+
+@contextlib.contextmanager
+def padded_encoders():
+    """Inside, every transformer encoder runs over the whole padded grid, as the authors' code does."""
+    packed = TransformerEncoder.forward
+    TransformerEncoder.forward = _padded_encoder_forward
+    try:
+        yield
+    finally:
+        TransformerEncoder.forward = packed
 
 
 @torch.no_grad()

@@ -1,21 +1,49 @@
 """A closing summary for ``pytest benchmarks/ --benchmark-only``: per group, the winner and its speed-up
 over the authors' computation, and a warning when the machine was too busy for the ratios to hold; then
-the roofline of every entry that recorded its FLOPs and bytes (``roofline.record``)."""
+the roofline of every entry that recorded its FLOPs and bytes (``roofline.record``).
+
+"Too busy" is measured, not guessed from the load average (which counts this run's own threads): on
+Linux, the CPU time the whole machine spent busy during the session (``/proc/stat``, steal included)
+minus the CPU time of this process and its children is the other work's share of the cores.
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 
 from report import MACHINE_GROUP, baseline_of, machine_line, rate, roofline_rows, variant
 
-LOAD_PER_CORE_LIMIT = 0.5  # a 1-minute load average above this share of the cores means other work ran
+LOAD_PER_CORE_LIMIT = 0.5  # a 1-minute load average at the start above this share of the cores: work was running
+OTHER_WORK_LIMIT = 0.10  # other processes' share of the cores during the session
 SPREAD_LIMIT = 0.15  # standard deviation over mean of a group's rounds
+
+
+def _cpu_clock() -> tuple[float, float | None, float]:
+    """(wall seconds, the machine's busy CPU seconds or None off Linux, this process's and its children's)."""
+    own = sum(os.times()[:4])
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return time.monotonic(), None, own
+    idle, iowait = fields[3], fields[4] if len(fields) > 4 else 0
+    busy = (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")  # user .. steal
+    return time.monotonic(), busy, own
+
+
+def _other_work_share(start, end, cores: int) -> float | None:
+    if start[1] is None or end[1] is None or end[0] <= start[0]:
+        return None
+    other = (end[1] - start[1]) - (end[2] - start[2])
+    return max(other, 0.0) / ((end[0] - start[0]) * cores)
 
 
 def pytest_sessionstart(session) -> None:
     session.config._ada2i_load_at_start = os.getloadavg()[0]
+    session.config._ada2i_cpu_at_start = _cpu_clock()
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables
@@ -41,10 +69,14 @@ def _who_won(terminalreporter, config, measured: list[dict]) -> None:
     if not groups:
         return
     cores = os.cpu_count() or 1
-    loads = (getattr(config, "_ada2i_load_at_start", 0.0), os.getloadavg()[0])
+    load = getattr(config, "_ada2i_load_at_start", 0.0)
+    other = _other_work_share(getattr(config, "_ada2i_cpu_at_start", (0.0, None, 0.0)), _cpu_clock(), cores)
     write = terminalreporter.write_line
     terminalreporter.section("ada2i_fast: who won")
-    write(f"load average {loads[0]:.2f} at the start, {loads[1]:.2f} at the end, on {cores} cores")
+    write(
+        f"load average {load:.2f} at the start on {cores} cores; other processes used "
+        + ("(unknown: no /proc/stat)" if other is None else f"{other:.0%} of the cores during the run")
+    )
     noisy = []
     for group, entries in groups.items():
         base = baseline_of(entries)
@@ -56,9 +88,10 @@ def _who_won(terminalreporter, config, measured: list[dict]) -> None:
         )
         if any(e["stats"]["stddev"] > SPREAD_LIMIT * e["stats"]["mean"] for e in entries):
             noisy.append(group)
-    if max(loads) > LOAD_PER_CORE_LIMIT * cores:
-        write(f"WARNING: the machine was busy (load average up to {max(loads):.2f} on {cores} cores): "
-              "other work shared the cores, so these ratios may be wrong; rerun on a quiet machine", red=True)
+    if load > LOAD_PER_CORE_LIMIT * cores or (other or 0.0) > OTHER_WORK_LIMIT:
+        write(f"WARNING: the machine was busy (load average {load:.2f} at the start, other processes "
+              f"{'?' if other is None else f'{other:.0%}'} of {cores} cores): these ratios may be wrong; "
+              "rerun on a quiet machine", red=True)
     if noisy:
         write(f"WARNING: rounds spread more than {SPREAD_LIMIT:.0%} in {len(noisy)} group(s): "
               + "; ".join(noisy), yellow=True)

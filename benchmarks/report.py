@@ -67,7 +67,7 @@ def comparisons(groups: dict[str, list[dict]]) -> dict[str, list[dict]]:
 
 
 def machine_limits(entries: list[dict]) -> tuple[dict[str, float], float | None]:
-    """The best measured GEMM GFLOP/s by dtype and copy GB/s of ``test_bench_machine.py`` among ``entries``."""
+    """The best measured GEMM GFLOP/s by dtype and in-place stream GB/s of ``test_bench_machine.py`` among ``entries``."""
     gemm: dict[str, float] = {}
     bandwidth = None
     for entry in entries:
@@ -102,7 +102,7 @@ class RooflineRow(NamedTuple):
     gb_per_s: float
     flop_per_byte: float | None
     pct_gemm: float | None  # of the same-dtype GEMM measured by test_bench_machine.py
-    pct_bandwidth: float | None  # of the copy bandwidth measured by test_bench_machine.py
+    pct_bandwidth: float | None  # of the stream bandwidth measured by test_bench_machine.py
     pct_datasheet_flops: float | None
     pct_datasheet_bytes: float | None
 
@@ -137,7 +137,7 @@ def machine_line(entries: list[dict]) -> str:
         return MACHINE_HINT
     parts = [f"GEMM {dtype} {rate(value)} GFLOP/s" for dtype, value in sorted(gemm.items())]
     if bandwidth is not None:
-        parts.append(f"copy {rate(bandwidth)} GB/s")
+        parts.append(f"stream {rate(bandwidth)} GB/s")
     return "measured limits: " + ", ".join(parts)
 
 

@@ -72,9 +72,9 @@ def gemm_cost(n: int, itemsize: int) -> Cost:
     return Cost(2.0 * n**3, 3.0 * n * n * itemsize)
 
 
-def copy_cost(nbytes: int) -> Cost:
-    """A tensor copy: no FLOPs, ``nbytes`` read and ``nbytes`` written."""
-    return Cost(0.0, 2.0 * nbytes)
+def stream_cost(nbytes: int) -> Cost:
+    """One in-place pass over ``nbytes`` (scale by a constant): ``nbytes`` read and ``nbytes`` written back."""
+    return Cost(float(nbytes) / 4, 2.0 * nbytes)
 
 
 # --- tensor ring (SPEC §2 literal, §6 factored); shape: shapes.Shape (B, T, H, R, M) ---
@@ -220,9 +220,9 @@ def inference_cost(run_once: Callable[[], object], params: Iterable[torch.Tensor
 def count_matmul_flops(run_once: Callable[[], object]) -> int:
     """FLOPs ``FlopCounterMode`` sees over one call, with the CPU flash attention counted like the CUDA one.
 
-    Ops without a FLOP formula count nothing: torch's fused transformer fast path
+    Ops without a FLOP formula count nothing, so torch's fused transformer fast path
     (``nn.TransformerEncoderLayer`` in eval mode without autograd, as the authors' encoders run when
-    predicting) would be missed; our encoders call linear and attention ops, which are counted.
+    predicting) is switched off while counting: the same layers then run as linear and attention ops.
     Triton kernels are invisible to it, so where the backend would pick them the call runs on the
     factored torch twins, which do the same work; an explicit ``torch`` or ``literal`` choice stands.
     """
@@ -235,8 +235,13 @@ def count_matmul_flops(run_once: Callable[[], object]) -> int:
     }
     backend = "torch" if get_backend() in ("auto", "triton") else get_backend()
     counter = FlopCounterMode(display=False, custom_mapping=cpu_attention)
-    with counter, use_backend(backend):
-        run_once()
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the same math through ops the counter sees
+    try:
+        with counter, use_backend(backend):
+            run_once()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
     return counter.get_total_flops()
 
 
