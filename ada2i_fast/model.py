@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from .afw import AFW
 from .amw import ClassifierHead
@@ -44,6 +45,14 @@ class Prediction:
     bias: Tensor | None = None  # [C], shared by every utterance
 
 
+def _matmul_weights(module: nn.Module) -> list[tuple[str, Tensor]]:
+    if isinstance(module, nn.Linear):
+        return [("weight", module.weight)]
+    if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+        return [("in_proj_weight", module.in_proj_weight)]
+    return []
+
+
 def total_loss(terms: dict[str, Tensor]) -> Tensor:
     """The sum of :meth:`Ada2I.loss_terms`."""
     return torch.stack(list(terms.values())).sum()
@@ -67,6 +76,7 @@ class Ada2I(nn.Module):
             config.semantics,
         )
         self.head = ClassifierHead(config)
+        self._bf16_cache: tuple[tuple, dict[str, Tensor]] | None = None  # see _bf16_encoder_matrices
 
     def encoder_parameters(self) -> list[list[nn.Parameter]]:
         """Encoder parameters grouped by modality, in modality order (what gradient modulation touches)."""
@@ -129,22 +139,38 @@ class Ada2I(nn.Module):
 
         ``precision``: ``"bf16"`` runs the forward pass under bfloat16 autocast, ``"auto"`` picks it
         where the device has bfloat16 arithmetic (``devices.resolve_precision``); outputs are float32.
+        In bf16 the encoders' weight matrices, which autocast would cast on every call, are cast once
+        and kept (half the encoders' size) for later bf16 predictions until a weight changes.
         """
-        precision = resolve_precision(precision, batch.device)
+        bf16 = resolve_precision(precision, batch.device) == "bf16"
         head_inputs = []
         # The head's input Z [M, N, H] is caught on its way in, so forward stays the one path to it.
         hook = self.head.register_forward_pre_hook(lambda head, args: head_inputs.append(args[0]))
         was_training = self.training
         self.eval()
         try:
-            with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                probabilities = self(batch).log_probs.float().exp()
+            with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+                output = functional_call(self, self._bf16_encoder_matrices(), (batch,)) if bf16 else self(batch)
+                probabilities = output.log_probs.float().exp()
                 contributions = self.head.contributions(head_inputs[0]).float().transpose(0, 1)
         finally:
             self.train(was_training)
             hook.remove()
         bias = self.head.fc_out.bias.detach().clone()
         return Prediction(probabilities.argmax(-1), probabilities, batch.lengths, contributions, bias)
+
+    def _bf16_encoder_matrices(self) -> dict[str, Tensor]:
+        """bfloat16 copies of the weights the encoders only feed to matmuls (Linear weights and attention
+        input projections), exactly what autocast casts them to; rebuilt when one is changed or moved."""
+        matrices = {
+            f"{module_name}.{name}": weight
+            for module_name, module in self.encoders.named_modules(prefix="encoders")
+            for name, weight in _matmul_weights(module)
+        }
+        stamp = tuple((w.data_ptr(), w.device, w._version) for w in matrices.values())
+        if self._bf16_cache is None or self._bf16_cache[0] != stamp:
+            self._bf16_cache = (stamp, {name: w.detach().to(torch.bfloat16) for name, w in matrices.items()})
+        return self._bf16_cache[1]
 
     @classmethod
     def from_reference_checkpoint(cls, path, **overrides) -> "Ada2I":

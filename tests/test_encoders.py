@@ -67,3 +67,25 @@ def test_bf16_predict_agrees_with_fp32_and_returns_float32():
     torch.testing.assert_close(bf16.contributions.sum(1) + bf16.bias, fp32.contributions.sum(1) + fp32.bias, rtol=0, atol=0.1)
     auto = model.predict(batch, precision="auto")
     assert auto.probabilities.dtype == torch.float32
+
+
+def _autocast_probabilities(model, batch):
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(batch).log_probs.float().exp()
+
+
+def test_bf16_predict_reuses_cast_weights_exactly_as_autocast_and_notices_changes():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = Ada2I(config)
+    batch = random_batch(config, [6, 3, 5])
+    first = model.predict(batch, precision="bf16").probabilities
+    assert torch.equal(first, _autocast_probabilities(model, batch))
+    assert not any("bf16" in key for key in model.state_dict())
+    with torch.no_grad():
+        model.encoders["t"].lin_out.weight.mul_(-1.0)  # changed in place, as an optimizer step does
+    changed = model.predict(batch, precision="bf16").probabilities
+    assert torch.equal(changed, _autocast_probabilities(model, batch)) and not torch.equal(changed, first)
+    model.load_state_dict(Ada2I(config).state_dict())  # replaced
+    assert torch.equal(model.predict(batch, precision="bf16").probabilities, _autocast_probabilities(model, batch))

@@ -95,6 +95,18 @@ def test_probabilities_and_contributions_explain_each_prediction(trained_run, tm
         torch.testing.assert_close(logits.softmax(-1), probabilities, atol=1e-5, rtol=1e-4)
 
 
+def test_bf16_predictions_stay_close_to_fp32(trained_run, tmp_path):
+    run, summary = trained_run
+    fp32 = _predict(run / "best.pt", tmp_path / "fp32.jsonl")
+    bf16 = _predict(run / "best.pt", tmp_path / "bf16.jsonl", "--precision", "bf16")
+    assert [(r["dialogue_id"], r["utterance"]) for r in bf16] == [(r["dialogue_id"], r["utterance"]) for r in fp32]
+    for ours, reference in zip(bf16, fp32):
+        for c in summary["classes"]:
+            assert ours["probabilities"][c] == pytest.approx(reference["probabilities"][c], abs=0.03)
+    agreement = sum(a["predicted"] == b["predicted"] for a, b in zip(bf16, fp32)) / len(fp32)
+    assert agreement > 0.9
+
+
 def test_another_split_can_be_asked_for(trained_run, tmp_path):
     run, _ = trained_run
     records = _predict(run / "best.pt", tmp_path / "dev.jsonl", "--split", "dev")
