@@ -56,6 +56,14 @@ def record(benchmark, cost: Cost, dtype: torch.dtype) -> None:
         info["gb_per_s"] = cost.bytes / seconds / 1e9
 
 
+def record_limit(benchmark, cost: Cost, dtype: torch.dtype) -> None:
+    """``record`` for a machine limit: the rates of the fastest round, what the machine can reach."""
+    record(benchmark, cost, dtype)
+    if benchmark.stats:
+        seconds = benchmark.stats.stats.min
+        benchmark.extra_info.update(gflop_per_s=cost.flops / seconds / 1e9, gb_per_s=cost.bytes / seconds / 1e9)
+
+
 def _device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
