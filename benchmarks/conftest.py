@@ -2,9 +2,10 @@
 over the authors' computation, and a warning when the machine was too busy for the ratios to hold; then
 the roofline of every entry that recorded its FLOPs and bytes (``roofline.record``).
 
-"Too busy" is measured, not guessed from the load average (which counts this run's own threads): on
-Linux, the CPU time the whole machine spent busy during the session (``/proc/stat``, steal included)
-minus the CPU time of this process and its children is the other work's share of the cores.
+"Too busy" is measured, not guessed from the load average (which counts this run's own threads and
+lags behind work that has already ended): on Linux, the CPU time the whole machine spent busy during
+the session (``/proc/stat``, steal included) minus the CPU time of this process and its children is
+the other work's share of the cores. Elsewhere the load average at the start stands in.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from report import MACHINE_GROUP, baseline_of, machine_line, rate, roofline_rows, variant
 
-LOAD_PER_CORE_LIMIT = 0.5  # a 1-minute load average at the start above this share of the cores: work was running
+LOAD_PER_CORE_LIMIT = 0.5  # without /proc/stat: a 1-minute load average at the start above this share of the cores
 OTHER_WORK_LIMIT = 0.10  # other processes' share of the cores during the session
 SPREAD_LIMIT = 0.15  # standard deviation over mean of a group's rounds
 
@@ -92,7 +93,8 @@ def _who_won(terminalreporter, config, measured: list[dict]) -> None:
         )
         if any(e["stats"]["stddev"] > SPREAD_LIMIT * e["stats"]["mean"] for e in entries):
             noisy.append(group)
-    if load > LOAD_PER_CORE_LIMIT * cores or (other or 0.0) > OTHER_WORK_LIMIT:
+    busy = load > LOAD_PER_CORE_LIMIT * cores if other is None else other > OTHER_WORK_LIMIT
+    if busy:
         write(f"WARNING: the machine was busy (load average {load:.2f} at the start, other processes "
               f"{'?' if other is None else f'{other:.0%}'} of {cores} cores): these ratios may be wrong; "
               "rerun on a quiet machine", red=True)

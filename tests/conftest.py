@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ada2i_fast import Ada2IConfig, Batch
+from ada2i_fast import Ada2I, Ada2IConfig, Batch, TrainConfig
+from ada2i_fast.step import make_optimizer
 
 HOST_SYNC_METHODS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy", "nonzero"}
 
@@ -56,3 +57,13 @@ def random_batch(config: Ada2IConfig, lengths, *, seed: int = 0, max_len: int | 
         x[~mask] = 0
     labels = torch.randint(0, config.num_classes, (len(lengths), t), generator=generator)
     return Batch.build(features, lengths, labels)
+
+
+def tiny_step_inputs(device: str = "cpu"):
+    """One training step's inputs on ``device``: a seeded tiny model, a recipe (alpha 0.42), its fused
+    Adam and a batch of three dialogues."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = Ada2I(config).to(device)
+    recipe = TrainConfig(alpha=0.42)
+    return model, recipe, make_optimizer(model, recipe), random_batch(config, [5, 2, 1]).to(device)

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ada2i_fast import Ada2I, TrainConfig
+from ada2i_fast import Ada2I
 from ada2i_fast.balance import apply_modulation, disparity_ratios, modulation_coefficients
 from ada2i_fast.kernels import modulation_torch
-from ada2i_fast.step import make_optimizer, train_step
-from conftest import random_batch, tiny_config
+from ada2i_fast.step import train_step
+from conftest import random_batch, tiny_config, tiny_step_inputs
 
 
 def test_weakest_modality_gets_ratio_one_and_coefficient_one():
@@ -71,12 +71,7 @@ def test_noise_has_the_std_of_the_scaled_gradient():
 def test_training_step_never_syncs_with_the_host(no_host_sync, modulate, monkeypatch):
     # The CPU's parallel noise draw reads its base seed from a CPU tensor; a device draws in one stream.
     monkeypatch.setattr(modulation_torch, "draws_in_streams", lambda device: False)
-    torch.manual_seed(0)
-    config = tiny_config()
-    model = Ada2I(config)
-    recipe = TrainConfig(alpha=0.42)
-    optimizer = make_optimizer(model, recipe)
-    batch = random_batch(config, [5, 2, 1])
+    model, recipe, optimizer, batch = tiny_step_inputs()
     generator = torch.Generator().manual_seed(0)
     before = [p.detach().clone() for p in model.parameters()]
     replica = copy.deepcopy(model)
@@ -121,12 +116,7 @@ def test_the_sync_guard_catches_syncs(no_host_sync):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_training_step_never_syncs_on_cuda():
-    torch.manual_seed(0)
-    config = tiny_config()
-    model = Ada2I(config).cuda()
-    recipe = TrainConfig(alpha=0.42)
-    optimizer = make_optimizer(model, recipe)
-    batch = random_batch(config, [5, 2, 1]).to("cuda")
+    model, recipe, optimizer, batch = tiny_step_inputs("cuda")
     generator = torch.Generator(device="cuda").manual_seed(0)
     train_step(model, batch, optimizer, recipe, modulate=True, generator=generator)  # lazy state and kernel caches
     torch.cuda.synchronize()

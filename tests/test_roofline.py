@@ -12,12 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ada2i_fast import Ada2I, TrainConfig
 from ada2i_fast.kernels import amw_head
 from ada2i_fast.kernels.tensor_ring_literal import tensor_ring_literal
 from ada2i_fast.kernels.tensor_ring_torch import tensor_ring_factored
-from ada2i_fast.step import make_optimizer, train_step
-from conftest import random_batch, tiny_config
+from ada2i_fast.step import train_step
+from conftest import tiny_step_inputs
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -122,12 +121,7 @@ def test_amw_head_flops_cover_its_matmuls():
 
 
 def test_train_step_cost_counts_the_step_once_with_its_parameter_passes():
-    torch.manual_seed(0)
-    config = tiny_config()
-    model = Ada2I(config)
-    recipe = TrainConfig(alpha=0.42)
-    optimizer = make_optimizer(model, recipe)
-    batch = random_batch(config, [5, 2, 1])
+    model, recipe, optimizer, batch = tiny_step_inputs()
     step = lambda: train_step(model, batch, optimizer, recipe, modulate=True)  # noqa: E731
     params = sum(p.numel() for p in model.parameters()) * 4
     encoders = sum(p.numel() for p in itertools.chain(*model.encoder_parameters())) * 4
