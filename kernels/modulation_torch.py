@@ -20,6 +20,7 @@ on the CPU only, where no device waits.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -66,7 +67,7 @@ def add_noise_in_streams(grads: list[Tensor], stds: list[Tensor], generator: tor
     pieces = [(piece, std) for g, std in zip(grads, stds) for piece in _pieces(g)]
     base_seed = int(torch.randint(0, 2**32 - len(pieces), (), generator=generator))
     work = [(piece, std, base_seed + i) for i, (piece, std) in enumerate(pieces)]
-    for _ in _noise_pool(torch.get_num_threads()).map(_add_piece_noise, work):
+    for _ in _noise_pool(torch.get_num_threads(), os.getpid()).map(_add_piece_noise, work):
         pass
 
 
@@ -76,7 +77,8 @@ def _pieces(g: Tensor) -> tuple[Tensor, ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def _noise_pool(workers: int) -> ThreadPoolExecutor:
+def _noise_pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per thread count and process: a forked child inherits the pool but not its threads."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ada2i-noise")
 
 

@@ -2,6 +2,7 @@
 torch path and Triton path (under TRITON_INTERPRET=1 on CPU)."""
 
 import math
+import multiprocessing
 
 import pytest
 import torch
@@ -221,3 +222,18 @@ def test_cpu_stream_noise_does_not_depend_on_the_thread_count(monkeypatch):
     other_seed = _streamed_noise(grads, 4, 2, monkeypatch, 1024)
     for a, b, c in zip(one, two, other_seed):
         assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _modulate_in_child(grads, modality):
+    _modulated("torch", grads, modality, torch.tensor([0.5, 1.0, 0.9]), noise=True, seed=1)
+
+
+def test_cpu_stream_noise_works_in_a_forked_child_after_the_parent_used_it():
+    grads = _grads()
+    _modulated("torch", grads, MODALITY, torch.tensor([0.5, 1.0, 0.9]), noise=True, seed=1)  # the parent's pool
+    child = multiprocessing.get_context("fork").Process(target=_modulate_in_child, args=(grads, MODALITY))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
