@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from .config import PRECISIONS
+
 
 def check_device(name: str) -> torch.device:
     try:
@@ -20,6 +22,8 @@ def check_device(name: str) -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``"auto"``: bf16 autocast where the device has native bfloat16 arithmetic, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from report import MACHINE_GROUP, baseline_of, machine_line, rate, roofline_rows, variant
+from report import baseline_of, comparisons, machine_line, rate, roofline_rows, variant
 
 LOAD_PER_CORE_LIMIT = 0.5  # without /proc/stat: a 1-minute load average at the start above this share of the cores
 OTHER_WORK_LIMIT = 0.10  # other processes' share of the cores during the session
@@ -70,7 +70,7 @@ def _who_won(terminalreporter, config, measured: list[dict]) -> None:
     groups: dict[str, list[dict]] = {}
     for entry in measured:
         groups.setdefault(entry["group"] or entry["name"], []).append(entry)
-    groups.pop(MACHINE_GROUP, None)
+    groups = comparisons(groups)
     if not groups:
         return
     cores = os.cpu_count() or 1

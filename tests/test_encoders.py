@@ -67,6 +67,8 @@ def test_bf16_predict_agrees_with_fp32_and_returns_float32():
     torch.testing.assert_close(bf16.contributions.sum(1) + bf16.bias, fp32.contributions.sum(1) + fp32.bias, rtol=0, atol=0.1)
     auto = model.predict(batch, precision="auto")
     assert auto.probabilities.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, auto, got 'fp16'"):
+        model.predict(batch, precision="fp16")
 
 
 def _autocast_probabilities(model, batch):
