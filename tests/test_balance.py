@@ -104,7 +104,9 @@ def test_training_step_never_syncs_with_the_host(no_host_sync, modulate, monkeyp
         p0 = dict(replica.named_parameters())[name]
         g = p0.grad * clip + recipe.weight_decay * p0.detach()
         step = recipe.lr * g / (g.abs() + 1e-8)  # m_hat = g, v_hat = g^2 after one step
-        torch.testing.assert_close(dict(model.named_parameters())[name].detach(), p0.detach() - step, rtol=0, atol=1e-9)
+        # Two float32 ulps of the parameter: the fused kernel rounds in its own order (one ulp apart on AMX CPUs).
+        torch.testing.assert_close(dict(model.named_parameters())[name].detach(), p0.detach() - step,
+                                   rtol=2 * torch.finfo(torch.float32).eps, atol=1e-12)
 
 
 def test_the_sync_guard_catches_syncs(no_host_sync):
