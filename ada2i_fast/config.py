@@ -217,6 +217,7 @@ class TrainConfig(_Config):
     compile: bool = False  # torch.compile the encoders
     log_every: int = 0  # read the running loss every N steps (0: once per epoch)
     progress: bool = True  # tqdm bars
+    trace: bool = False  # per-step balance diagnostics in steps.jsonl
 
     def __post_init__(self) -> None:
         self.validate()

@@ -1,6 +1,7 @@
 """A training run's folder: what it holds, refusing to mix two runs, and the state a run resumes from.
 
     metrics.jsonl  one strict-JSON line per finished epoch
+    steps.jsonl    with --trace: one line per step (scores, ratios, coefficients, gradient and update norms)
     best.pt        the best-dev model (``checkpoint.save_checkpoint``)
     last.pt        everything needed to continue bit-identically: weights, optimizer, scheduler,
                    epoch and step, early-stopping state, RNG states, configs, data identity
@@ -20,7 +21,7 @@ from .atomic import atomic_open, strict_json
 from .data import Corpus
 from .torch_file import read_checkpoint
 
-RUN_FILES = ("metrics.jsonl", "best.pt", "last.pt", "summary.json", "training.png")
+RUN_FILES = ("metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "summary.json", "training.png")
 STATE_FORMAT = "ada2i_fast/run-state/1"
 
 
@@ -89,13 +90,33 @@ def load_state(run_dir: Path) -> dict:
 
 
 def read_history(run_dir: Path, epochs: int) -> list[dict]:
-    """The metrics of the first ``epochs`` epochs, rewriting ``metrics.jsonl`` without any later line
-    (a run stopped between writing an epoch's line and its state leaves one)."""
+    """The metrics of the first ``epochs`` epochs, rewriting ``metrics.jsonl`` (and ``steps.jsonl``)
+    without any later line (a run stopped between writing an epoch's lines and its state leaves some)."""
     path = run_dir / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     history = [json.loads(line) for line in lines[:epochs]]
     if len(history) != epochs:
         raise ValueError(f"{path}: {len(history)} epoch lines where the saved state has {epochs}")
-    with atomic_open(path) as handle:
-        handle.write("".join(strict_json(record) + "\n" for record in history).encode())
+    _rewrite(path, history)
+    steps = run_dir / "steps.jsonl"
+    if steps.exists():
+        _rewrite(steps, [row for row in map(json.loads, steps.read_text().splitlines()) if row["epoch"] <= epochs])
     return history
+
+
+def _rewrite(path: Path, records: list[dict]) -> None:
+    with atomic_open(path) as handle:
+        handle.write("".join(strict_json(record) + "\n" for record in records).encode())
+
+
+def write_step_trace(run_dir: Path, epoch: int, steps: list[dict], modalities: str) -> None:
+    """Append epoch ``epoch``'s traced steps (``train_step(trace=True)`` values) to ``steps.jsonl``."""
+    names = {"ratios": "ratio", "coefficients": "coefficient"}
+    values = [{k: v.tolist() for k, v in step.items()} for step in steps]
+    lines = [
+        strict_json(dict(epoch=epoch, step=n, skipped=row.pop("skipped"),
+                         **{names.get(k, k): dict(zip(modalities, v)) for k, v in row.items()}))
+        for n, row in enumerate(values, 1)
+    ]
+    with open(run_dir / "steps.jsonl", "a") as handle:
+        handle.write("".join(line + "\n" for line in lines))

@@ -50,6 +50,7 @@ def open_checkpoint_and_corpus(checkpoint, data, dataset: str | None) -> tuple[A
         seed=recipe.seed,
         synthetic_size=metadata.get("size", 1.0),
         task=metadata.get("task", "7class"),
+        synthetic=metadata.get("synthetic", "redundant"),
     ).validate(num_classes=model.config.num_classes)
     trained_on = metadata.get("classes")
     if trained_on is not None and list(trained_on) != list(corpus.classes):

@@ -39,6 +39,7 @@ def train_step(
     modulate: bool,
     generator: torch.Generator | None = None,
     shard: ShardStep | None = None,
+    trace: bool = False,
 ) -> dict[str, torch.Tensor]:
     """forward -> loss -> backward -> clip -> ratios -> (modulation) -> optimizer step.
 
@@ -55,6 +56,11 @@ def train_step(
     (:func:`distributed.all_reduce_step`), so everything after it, and everything logged, is the
     global batch's, identical on every process. The logs then also hold ``stop_requested``, the
     number of processes that asked to stop.
+
+    ``unimodal_score`` is each modality's mean probability of the gold class (s_m over the number of
+    utterances). ``trace`` adds, per modality, the 2-norm of its encoder's gradients after clipping,
+    before and after modulation (``grad_norm_before``, ``grad_norm_after``), and of the change the
+    optimizer step made to its encoder's weights (``update_norm``).
     """
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=train_config.precision == "bf16"):
@@ -63,30 +69,42 @@ def train_step(
     loss = total_loss(terms)
     unimodal = model.unimodal_losses(output).detach()
     scores = output.scores
+    utterances = torch.full((), float(output.labels.numel()), device=scores.device)
     extra = {}
     if shard is None:
         loss.backward()
     else:
         (loss * shard.share).backward()
-        values = [t.detach() * shard.share for t in terms.values()] + [unimodal * shard.share, scores]
+        values = [t.detach() * shard.share for t in terms.values()] + [unimodal * shard.share, scores, utterances]
         if shard.share == 0:  # an empty shard: its step ran for the gradients' layout; it adds exactly 0
             torch._foreach_zero_([p.grad for p in model.parameters() if p.grad is not None])
             values = [torch.zeros_like(v) for v in values]
         reduced, extra["stop_requested"] = all_reduce_step(list(model.parameters()), values, shard.stop)
         terms = dict(zip(terms, reduced))
-        unimodal, scores = reduced[len(terms):]
+        unimodal, scores, utterances = reduced[len(terms):]
         loss = total_loss(terms)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.max_grad_norm)
     skipped = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
     ratios = disparity_ratios(scores)
     coefficients = modulation_coefficients(ratios, train_config.alpha)
+    if trace:
+        extra["grad_norm_before"] = encoder_grad_norms(model)
     if modulate:
         apply_modulation(model.encoder_parameters(), coefficients, noise=train_config.grad_noise, generator=generator)
+    if trace:
+        extra["grad_norm_after"] = encoder_grad_norms(model)
+        before = [[p.detach().clone() for p in params] for params in model.encoder_parameters()]
     _step_unless(optimizer, skipped)
+    if trace:
+        extra["update_norm"] = torch.stack([
+            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub([p.detach() for p in params], old))))
+            for params, old in zip(model.encoder_parameters(), before)
+        ])
     logs = {
         "loss": loss.detach(),
         **{name: value.detach() for name, value in terms.items()},
         "unimodal_loss": unimodal,
+        "unimodal_score": scores / utterances,
         "ratios": ratios,
         "coefficients": coefficients,
     }
@@ -96,6 +114,14 @@ def train_step(
         **{f"nonfinite_{name}": ~torch.isfinite(value.detach()) for name, value in terms.items()},
         **extra,
     }
+
+
+def encoder_grad_norms(model: Ada2I) -> torch.Tensor:
+    """[M] the 2-norm of each modality's encoder gradients, on the device."""
+    return torch.stack([
+        torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params if p.grad is not None])))
+        for params in model.encoder_parameters()
+    ])
 
 
 def _step_unless(optimizer: torch.optim.Optimizer, skipped: torch.Tensor) -> None:

@@ -96,17 +96,22 @@ def _begin_immediate(engine) -> None:
     engine.dispose()  # connections opened before the listeners existed
 
 
-def start_study(storage, name: str, trainer_flags: list[str]):
-    """Create the study ``name`` or join it; a study records the trainer flags it was started with
-    and refuses others, so every trial of it trains the same way."""
+_SETTING_NAMES = {"trainer_flags": "trainer flags", "full": "full model's modalities"}
+
+
+def start_study(storage, name: str, trainer_flags: list[str], **settings):
+    """Create the study ``name`` or join it; a study records the trainer flags (and the other
+    ``settings``) it was started with and refuses others, so every trial of it trains the same way."""
     optuna = require_optuna()
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
-    recorded = study.user_attrs.get("trainer_flags")
-    if recorded is None:
-        study.set_user_attr("trainer_flags", trainer_flags)
-    elif recorded != trainer_flags:
-        raise SystemExit(f"error: study {name!r} was started with the trainer flags {' '.join(recorded) or '(none)'}; "
-                         f"give those, or choose another --study-name or --out")
+    for key, value in dict(settings, trainer_flags=trainer_flags).items():
+        recorded = study.user_attrs.get(key)
+        if recorded is None:
+            study.set_user_attr(key, value)
+        elif recorded != value:
+            shown = " ".join(recorded) if key == "trainer_flags" else recorded
+            raise SystemExit(f"error: study {name!r} was started with the {_SETTING_NAMES.get(key, key)} "
+                             f"{shown or '(none)'}; give those, or choose another --study-name or --out")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -161,7 +166,7 @@ def train_run(trainer_argv: list[str], out: Path, on_epoch_end: Callable[[dict],
         corpus = _corpus(args)
         model_config, train_config = configs_from_args(args, corpus)
         run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
-                        classes=list(corpus.classes), data_identity=data_identity(corpus))
+                        synthetic=args.synthetic, classes=list(corpus.classes), data_identity=data_identity(corpus))
         try:
             with use_backend(args.backend):
                 return fit(corpus, model_config, train_config, out, run_info, on_epoch_end=on_epoch_end)
@@ -177,9 +182,10 @@ _corpora: dict = {}
 def _corpus(args: argparse.Namespace):
     """The run's corpus, built once per process for each (data, seed, size) a worker meets."""
     seed = args.seed if args.seed is not None else TrainConfig.preset(args.dataset).seed
-    key = (args.dataset, args.data, seed, args.size, args.task)
+    key = (args.dataset, args.data, seed, args.size, args.task, args.synthetic)
     if key not in _corpora:
-        _corpora[key] = open_corpus(args.dataset, args.data, seed=seed, size=args.size, task=args.task)
+        _corpora[key] = open_corpus(args.dataset, args.data, seed=seed, size=args.size, task=args.task,
+                                    synthetic=args.synthetic)
     return _corpora[key]
 
 

@@ -1,8 +1,9 @@
 """The balance study: ``python -m ada2i_fast.sweep [--ablations] [--seeds ...] [--workers N] -- TRAINER FLAGS``.
 
 Ada2I claims that the weak modalities contribute, so that tri-modal fusion beats every pair. The
-sweep trains each modality subset (atv, at, av, tv, a, t, v) and, with ``--ablations``, the full
-model without AFW, AMW, gradient modulation or gradient noise, all with the same seeds; then it
+sweep trains each subset of the full model's modalities (``--modalities``, default atv: atv, at,
+av, tv, a, t, v) and, with ``--ablations``, the full model without AFW, AMW, gradient modulation or
+gradient noise and with the authors' public code's semantics, all with the same seeds; then it
 reports mean ± std over seeds of the weighted F1 and each variant's gap to the full model, as a
 Markdown table, a JSON file and a chart.
 
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 from .atomic import atomic_open, write_json_atomic
-from .modalities import ORDER
+from .modalities import ORDER, in_order
 from .plots import plot_variant_gaps
 from .studies import (
     add_study_flags, check_trainer_flags, load_finished_study, open_storage, require_optuna, run_workers,
@@ -32,12 +33,20 @@ from .studies import (
 )
 
 FULL = ORDER
-SUBSETS = tuple("".join(c) for k in range(len(ORDER), 0, -1) for c in itertools.combinations(ORDER, k))
+
+
+def subsets(full: str) -> tuple[str, ...]:
+    """Every non-empty subset of ``full``, largest first, each in the modality order."""
+    return tuple("".join(c) for k in range(len(full), 0, -1) for c in itertools.combinations(full, k))
+
+
+SUBSETS = subsets(FULL)
 ABLATIONS = {
-    "no-afw": ("--no-afw", "full model without AFW (--no-afw)"),
-    "no-amw": ("--no-amw", "full model, concat head instead of AMW (--no-amw)"),
-    "no-modulation": ("--no-modulation", "full model without gradient modulation (--no-modulation)"),
-    "no-grad-noise": ("--no-grad-noise", "full model, modulation without gradient noise (--no-grad-noise)"),
+    "no-afw": (("--no-afw",), "full model without AFW (--no-afw)"),
+    "no-amw": (("--no-amw",), "full model, concat head instead of AMW (--no-amw)"),
+    "no-modulation": (("--no-modulation",), "full model without gradient modulation (--no-modulation)"),
+    "no-grad-noise": (("--no-grad-noise",), "full model, modulation without gradient noise (--no-grad-noise)"),
+    "reference": (("--compat", "reference"), "full model with the public code's semantics (--compat reference)"),
 }
 VARIANTS = SUBSETS + tuple(ABLATIONS)
 DEFAULT_SEEDS = (12, 13, 14)
@@ -46,23 +55,25 @@ RESERVED = ("out", "resume", "overwrite", "seed", "modalities")
 _MODALITY_NAMES = {"a": "audio", "t": "text", "v": "visual"}
 
 
-def variant_flags(variant: str) -> list[str]:
+def variant_flags(variant: str, full: str) -> list[str]:
     if variant in ABLATIONS:
-        return ["--modalities", FULL, ABLATIONS[variant][0]]
+        return ["--modalities", full, *ABLATIONS[variant][0]]
     return ["--modalities", variant]
 
 
-def kind_of(variant: str) -> str:
+def kind_of(variant: str, full: str) -> str:
     if variant in ABLATIONS:
         return "ablation"
-    return {len(FULL): "full", len(FULL) - 1: "pair"}.get(len(variant), "single")
+    if variant == full:
+        return "full"
+    return "pair" if len(variant) == 2 else "single"
 
 
-def describe(variant: str) -> str:
+def describe(variant: str, full: str) -> str:
     if variant in ABLATIONS:
         return ABLATIONS[variant][1]
     names = " + ".join(_MODALITY_NAMES[m] for m in variant)
-    return f"{names} (full model)" if variant == FULL else names
+    return f"{names} (full model)" if variant == full else names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
                         help=f"each variant trains once per seed (default: {' '.join(map(str, DEFAULT_SEEDS))})")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(SUBSETS), metavar="VARIANT",
-                        help=f"among {', '.join(VARIANTS)} (default: the modality subsets {' '.join(SUBSETS)})")
+    parser.add_argument("--modalities", default=FULL,
+                        help=f"the full model's modalities; the subsets and ablations are of these (default: {FULL}; "
+                        "t for a text-only corpus)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, metavar="VARIANT",
+                        help=f"among {', '.join(VARIANTS)} (default: every subset of --modalities)")
     parser.add_argument("--ablations", action="store_true", help="also " + ", ".join(ABLATIONS))
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the study; train nothing")
     parser.add_argument("--report", metavar="PREFIX",
@@ -102,8 +116,13 @@ def main(argv=None) -> dict:
         study = load_finished_study(url, args.study_name)
     else:
         check_trainer_flags(trainer_flags, command="python -m ada2i_fast.sweep", reserved=RESERVED)
-        variants = list(dict.fromkeys(args.variants + (list(ABLATIONS) if args.ablations else [])))
-        study = start_study(open_storage(url), args.study_name, trainer_flags)
+        full = checked_modalities(args.modalities)
+        chosen = list(subsets(full) if args.variants is None else args.variants)
+        outside = [v for v in chosen if v not in ABLATIONS and not set(v) <= set(full)]
+        if outside:
+            raise SystemExit(f"error: --variants {' '.join(outside)}: not a subset of --modalities {full}")
+        variants = list(dict.fromkeys(chosen + (list(ABLATIONS) if args.ablations else [])))
+        study = start_study(open_storage(url), args.study_name, trainer_flags, full=full)
         queued = queue_missing_cells(study, [(v, s) for v in variants for s in args.seeds])
         print(f"study {args.study_name!r} in {url}: {queued} cells queued; {args.workers} worker(s) training into {args.out}")
         run_workers(pull_trials, args.workers, url, args.study_name, Path(args.out))
@@ -116,6 +135,18 @@ def main(argv=None) -> dict:
 
 
 # --- the queue and the workers -------------------------------------------------------------------
+
+def checked_modalities(letters: str) -> str:
+    """``letters`` as a full model's modality set in the table's order, or one error line."""
+    if not letters or set(letters) - set(ORDER) or len(set(letters)) != len(letters):
+        raise SystemExit(f"error: --modalities {letters!r}: expected distinct letters among {ORDER}")
+    return in_order(letters)
+
+
+def full_of(study) -> str:
+    """The full model's modalities of ``study`` (studies made before the flag existed: atv)."""
+    return study.user_attrs.get("full", FULL)
+
 
 def cell_of(trial) -> tuple[str, int] | None:
     """The (variant, seed) a trial stands for, in any state (queued trials have no params yet)."""
@@ -165,6 +196,7 @@ def train_cell(trial, *, out: Path, worker: int) -> float:
         raise optuna.TrialPruned("no queued cell was left")
     variant = trial.suggest_categorical("variant", VARIANTS)
     seed = trial.suggest_int("seed", 0, 2**31 - 1)
+    full = full_of(study)
     first = _first_live_trial(study, (variant, seed))
     if first < trial.number:  # two launches queued the same cell; the earlier trial trains it
         trial.set_user_attr("duplicate_of", first)
@@ -173,7 +205,8 @@ def train_cell(trial, *, out: Path, worker: int) -> float:
     trial.set_user_attr("run_dir", where(run_dir))
     start = time.perf_counter()
     try:
-        summary = train_run([*study.user_attrs["trainer_flags"], *variant_flags(variant), "--seed", str(seed)], run_dir)
+        summary = train_run([*study.user_attrs["trainer_flags"], *variant_flags(variant, full), "--seed", str(seed)],
+                            run_dir)
     except Exception as error:
         trial.set_user_attr("error", f"{type(error).__name__}: {error}")
         print(f"worker {worker}: {variant} seed {seed} failed: {error} (log: {run_dir / 'train.log'})", flush=True)
@@ -217,22 +250,25 @@ def sweep_report(study) -> dict:
     asked = {cell_of(t) for t in study.get_trials(deepcopy=False)} - {None}
     variants = [v for v in VARIANTS if any(v == cell[0] for cell in asked | set(cells))]
     seeds = sorted({seed for _, seed in asked | set(cells)})
-    full = {seed: cells[(FULL, seed)] for seed in seeds if (FULL, seed) in cells}
+    full_modalities = full_of(study)
+    full = {seed: cells[(full_modalities, seed)] for seed in seeds if (full_modalities, seed) in cells}
     rows = []
     for variant in variants:
         runs = [cells[(variant, seed)] for seed in seeds if (variant, seed) in cells]
         if not runs:
             continue
-        row = dict(variant=variant, kind=kind_of(variant), description=describe(variant), seeds=[r["seed"] for r in runs],
+        row = dict(variant=variant, kind=kind_of(variant, full_modalities), description=describe(variant, full_modalities),
+                   seeds=[r["seed"] for r in runs],
                    dev=_mean_std([r["dev_weighted_f1"] for r in runs]),
                    test=_mean_std([r["test_weighted_f1"] for r in runs]))
         paired = [r["test_weighted_f1"] - full[r["seed"]]["test_weighted_f1"] for r in runs if r["seed"] in full]
-        if variant != FULL and paired:
+        if variant != full_modalities and paired:
             row["gap_to_full"] = _mean_std(paired)
             row["verdict"] = _verdict(*row["gap_to_full"])
         rows.append(row)
     missing = sorted(asked - set(cells))
     report = dict(study=study.study_name, trainer_flags=study.user_attrs.get("trainer_flags", []), seeds=seeds,
+                  full=full_modalities,
                   rows=rows, missing=[dict(variant=v, seed=s) for v, s in missing],
                   cells=sorted(cells.values(), key=lambda c: (VARIANTS.index(c["variant"]), c["seed"])))
     report["markdown"] = _markdown(report)
@@ -286,7 +322,7 @@ def write_report(report: dict, prefix: Path) -> None:
         handle.write(report["markdown"].encode())
     write_json_atomic(prefix.with_name(prefix.name + ".json"), {k: v for k, v in report.items() if k != "markdown"})
     if report["rows"]:
-        plot_variant_gaps(report["rows"], prefix.with_name(prefix.name + ".png"), reference=FULL,
+        plot_variant_gaps(report["rows"], prefix.with_name(prefix.name + ".png"), reference=report["full"],
                           title=f"Ada2I modality sweep ({' '.join(report['trainer_flags'])}; {len(report['seeds'])} seeds)")
 
 

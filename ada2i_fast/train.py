@@ -38,18 +38,21 @@ from .atomic import strict_json, write_json_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DATASETS, PRECISIONS, Ada2IConfig, TrainConfig
 from .data import Corpus, iterate_batches, load_corpus, num_batches, padding_waste
+from .data.synthetic import FAMILIES
 from .data.batching import iterate_shards
 from .devices import check_device, resolve_precision
 from .eval_loop import evaluate_split
 from .kernels import BACKENDS, use_backend
 from .model import Ada2I
 from .plots import plot_training
-from .run_folder import data_identity, fresh_run_dir, load_state, prepare_out, read_history, save_state
+from .run_folder import (
+    data_identity, fresh_run_dir, load_state, prepare_out, read_history, save_state, write_step_trace,
+)
 from .step import ShardStep, make_optimizer, train_step
 
 # Model fields that come from the data, not from flags; TrainConfig fields that have their own flags.
 _DATA_FIELDS = {"input_dims", "num_classes"}
-_RUNTIME_FIELDS = {"device", "precision", "bucket", "compile", "log_every", "progress"}
+_RUNTIME_FIELDS = {"device", "precision", "bucket", "compile", "log_every", "progress", "trace"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         "without one, a synthetic corpus of the dataset's shape",
     )
     parser.add_argument("--size", type=float, default=1.0, help="synthetic corpus size as a fraction of the real one (default: 1)")
+    parser.add_argument("--synthetic", choices=FAMILIES, default="redundant",
+                        help="the synthetic corpus's family: every modality carries the whole label (redundant), or "
+                        "text merges classes that only audio or visual tell apart (complementary) (default: redundant)")
     parser.add_argument("--task", choices=("7class", "2class"), default="7class", help="MOSEI label set (default: 7class)")
     parser.add_argument("--out", default=None, help="output folder (default: a new runs/<dataset>/<date-time>)")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
@@ -82,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--log-every", type=int, default=0,
                          help="read the loss every N steps (default: 0, once per epoch)")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
+    runtime.add_argument("--trace", action="store_true",
+                         help="write steps.jsonl: per step, each modality's score, rho, k, encoder gradient norm "
+                         "before and after modulation and weight update norm")
     ablation = parser.add_argument_group("ablations (the paper's; each recorded in summary.json)")
     ablation.add_argument("--no-afw", action="store_true", help="encoders straight to the head (--mmt-nlayers 0)")
     ablation.add_argument("--no-amw", action="store_true", help="the concat head instead of the cosine one (--no-mmcosine)")
@@ -148,14 +157,18 @@ def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2ICo
     return model_config, train_config
 
 
-def open_corpus(dataset: str, data: str | None, *, seed: int, size: float, task: str, announce: bool = True) -> Corpus:
-    """The corpus of ``data``, or the synthetic corpus of ``dataset`` when ``data`` is None (said on
-    stderr when ``announce``)."""
+def open_corpus(dataset: str, data: str | None, *, seed: int, size: float, task: str, synthetic: str = "redundant",
+                announce: bool = True) -> Corpus:
+    """The corpus of ``data``, or the synthetic corpus of ``dataset`` (family ``synthetic``) when
+    ``data`` is None (said on stderr when ``announce``)."""
     if data and not Path(data).exists():
         raise ValueError(f"--data {data}: no such file or folder")
+    if data and synthetic != "redundant":
+        raise ValueError(f"--synthetic {synthetic} chooses the corpus made without --data; drop one of them")
     if not data and announce:
-        print(f"no data file given (--data or ADA2I_DATA); training on the synthetic {dataset} corpus", file=sys.stderr)
-    corpus = load_corpus(dataset, data, seed=seed, synthetic_size=size, task=task)
+        print(f"no data file given (--data or ADA2I_DATA); training on the synthetic {dataset} corpus "
+              f"({synthetic})", file=sys.stderr)
+    corpus = load_corpus(dataset, data, seed=seed, synthetic_size=size, task=task, synthetic=synthetic)
     return corpus.validate(num_classes=len(corpus.classes))
 
 
@@ -172,6 +185,10 @@ def batches_on_device(batches, device: torch.device):
         pending = ready
     if pending is not None:
         yield pending
+
+
+TRACE_NORMS = ("grad_norm_before", "grad_norm_after", "update_norm")  # train_step's trace
+TRACED = ("skipped", "unimodal_score", "ratios", "coefficients", *TRACE_NORMS)  # steps.jsonl
 
 
 class StopRequest:
@@ -199,11 +216,14 @@ class EpochProgress:
 
     steps: int = 0
     sums: dict = field(default_factory=dict)
+    trace: list = field(default_factory=list)  # per step's traced values (train_config.trace)
     streak: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
     longest_streak: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
     last_skipped_step: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
 
-    def add(self, logs: dict) -> None:
+    def add(self, logs: dict, *, trace: bool = False) -> None:
+        if trace:
+            self.trace.append({k: logs[k] for k in TRACED})
         self.steps += 1
         self.sums = {k: self.sums.get(k, 0) + v for k, v in logs.items()}
         skipped = logs["skipped"].long()
@@ -212,7 +232,7 @@ class EpochProgress:
         self.last_skipped_step = torch.where(logs["skipped"], self.steps, self.last_skipped_step.to(skipped.device))
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps, "sums": self.sums, "streak": self.streak,
+        return {"steps": self.steps, "sums": self.sums, "trace": self.trace, "streak": self.streak,
                 "longest_streak": self.longest_streak, "last_skipped_step": self.last_skipped_step}
 
     def means(self) -> dict:
@@ -249,18 +269,18 @@ def train_epoch(
         leave=False,
         disable=not (train_config.progress and main),
     )
-    modulate = train_config.modulates(epoch)
+    modulate, trace = train_config.modulates(epoch), train_config.trace
     vote = distributed.StopVote() if ctx is not None else None
     asked = lambda: stop is not None and stop.signal is not None  # noqa: E731
     for item in bar:
         if ctx is None:
-            progress.add(train_step(model, item, optimizer, train_config, modulate=modulate, generator=generator))
+            logs = train_step(model, item, optimizer, train_config, modulate=modulate, generator=generator, trace=trace)
             stopping = asked()
         else:  # a request made before this step rides in its all-reduce
             logs = train_step(model, item.batch, optimizer, train_config, modulate=modulate, generator=generator,
-                              shard=ShardStep(item.share, stop=asked()))
+                              shard=ShardStep(item.share, stop=asked()), trace=trace)
             stopping = vote.push(logs.pop("stop_requested"))
-            progress.add(logs)
+        progress.add(logs, trace=trace)
         if train_config.log_every and main and progress.steps % train_config.log_every == 0:
             bar.set_postfix(loss=f"{progress.means()['loss']:.4f}")
         if stopping:
@@ -391,12 +411,15 @@ def fit(
                 if main:
                     save_checkpoint(out / "best.pt", model, epoch=epoch, dev_weighted_f1=best_f1,
                                     train_config=train_config.to_dict(), **run_info)
+            per_modality = lambda key: dict(zip(model_config.modalities, stats[key]))  # noqa: E731
             record = dict(
                 epoch=epoch,
                 train={k: stats[k] for k in ("loss", "classification", "feature")},
-                unimodal_loss=dict(zip(model_config.modalities, stats["unimodal_loss"])),
-                ratio=dict(zip(model_config.modalities, stats["ratios"])),
-                coefficient=dict(zip(model_config.modalities, stats["coefficients"])),
+                unimodal_loss=per_modality("unimodal_loss"),
+                unimodal_score=per_modality("unimodal_score"),
+                ratio=per_modality("ratios"),
+                coefficient=per_modality("coefficients"),
+                **{key: per_modality(key) for key in TRACE_NORMS if key in stats},
                 modulated=train_config.modulates(epoch),
                 skipped_steps=stats["skipped_steps"],
                 dev=dict(loss=dev.loss, accuracy=dev.accuracy, weighted_f1=dev.weighted_f1,
@@ -410,6 +433,8 @@ def fit(
             if main:
                 metrics_file.write(strict_json(record) + "\n")
                 metrics_file.flush()
+                if train_config.trace:
+                    write_step_trace(out, epoch, progress.trace, model_config.modalities)
             if on_epoch_end is not None:
                 on_epoch_end(record)
             if main:
@@ -531,7 +556,7 @@ def _new_run(args: argparse.Namespace, ctx):
 
     def load():
         corpus = open_corpus(args.dataset, args.data, seed=seed, size=args.size, task=args.task,
-                             announce=ctx is None or ctx.is_main)
+                             synthetic=args.synthetic, announce=ctx is None or ctx.is_main)
         return (corpus, *configs_from_args(args, corpus), data_identity(corpus))
 
     corpus, model_config, train_config, identity = distributed.on_every_rank(ctx, load)
@@ -549,7 +574,7 @@ def _new_run(args: argparse.Namespace, ctx):
 
     out = Path(distributed.on_main(ctx, make_out))
     run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
-                    classes=list(corpus.classes), data_identity=identity)
+                    synthetic=args.synthetic, classes=list(corpus.classes), data_identity=identity)
     return corpus, model_config, train_config, out, run_info, None
 
 
@@ -576,7 +601,8 @@ def _resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, ctx=
 
     def load() -> Corpus:
         corpus = open_corpus(run_info["dataset"], data, seed=train_config.seed, size=run_info["size"],
-                             task=run_info["task"], announce=ctx is None or ctx.is_main)
+                             task=run_info["task"], synthetic=run_info.get("synthetic", "redundant"),
+                             announce=ctx is None or ctx.is_main)
         if data_identity(corpus) != run_info["data_identity"]:
             raise ValueError(f"--resume {out}: the data at {run_info['data']} changed since the run started")
         return corpus

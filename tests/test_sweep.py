@@ -69,7 +69,7 @@ def test_a_second_launch_queues_only_the_missing_cells(tmp_path, capfd):
     report = sweep.main(["--out", str(out), "--variants", "atv", "--ablations", "--seeds", "3", "--", *TINY])
 
     output = capfd.readouterr().out
-    assert "4 cells queued" in output
+    assert f"{len(sweep.ABLATIONS)} cells queued" in output
     assert Counter(variant for _, variant, _ in TRAINED.findall(output)) == Counter(["atv", *sweep.ABLATIONS])
     assert _table_rows(report["markdown"]) == ["atv", *sweep.ABLATIONS]
     summary = json.loads((out / "modality-sweep" / "no-afw" / "seed-3" / "summary.json").read_text())
@@ -77,6 +77,24 @@ def test_a_second_launch_queues_only_the_missing_cells(tmp_path, capfd):
 
     with pytest.raises(SystemExit, match="was started with the trainer flags"):
         sweep.main(["--out", str(out), "--", *TINY, "--beta", "0.2"])
+
+
+def test_the_full_model_is_the_modalities_flag_and_ablations_keep_them(tmp_path, capfd):
+    out = tmp_path / "sweep"
+    report = sweep.main(["--out", str(out), "--modalities", "ta", "--variants", "at", "t", "no-afw", "--seeds", "5",
+                         "--", *TINY])
+    assert report["full"] == "at"
+    assert [(row["variant"], row["kind"]) for row in report["rows"]] == [("at", "full"), ("t", "single"),
+                                                                          ("no-afw", "ablation")]
+    assert [row["variant"] for row in report["rows"] if "gap_to_full" in row] == ["t", "no-afw"]
+    summary = json.loads((out / "modality-sweep" / "no-afw" / "seed-5" / "summary.json").read_text())
+    assert summary["config"]["modalities"] == "at" and summary["ablations"]["afw"] is False
+    with pytest.raises(SystemExit, match=r"^error: --variants tv: not a subset of --modalities at"):
+        sweep.main(["--out", str(tmp_path / "other"), "--modalities", "at", "--variants", "tv", "--", *TINY])
+    with pytest.raises(SystemExit, match=r"^error: study 'modality-sweep' was started with the full model's modalities at;"):
+        sweep.main(["--out", str(out), "--modalities", "atv", "--variants", "atv", "--seeds", "5", "--", *TINY])
+    with pytest.raises(SystemExit, match=r"^error: --modalities 'tx'"):
+        sweep.main(["--out", str(out), "--modalities", "tx", "--", *TINY])
 
 
 def test_flags_the_sweep_sets_itself_are_refused(tmp_path):

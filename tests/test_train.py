@@ -74,3 +74,13 @@ def test_ablation_switches_are_recorded(tmp_path):
     assert summary["config"]["mmt_nlayers"] == 0 and summary["config"]["mmcosine"] is False
     with pytest.raises(SystemExit, match="--no-afw and --mmt-nlayers contradict"):
         train.main(["--dataset", "meld", "--no-afw", "--mmt-nlayers", "2", "--out", str(tmp_path / "x"), *TINY])
+
+
+def test_the_complementary_corpus_is_chosen_by_flag_and_reopened_by_evaluate(tmp_path):
+    out, summary = _run(tmp_path, "complementary", "--size", "0.05", "--epochs", "1", "--synthetic", "complementary")
+    assert summary["data"] == "synthetic meld complementary (seed 12, size 0.05)" and summary["synthetic"] == "complementary"
+    report = evaluate.main(["--checkpoint", str(out / "best.pt")])
+    assert report["weighted_f1"] == pytest.approx(summary["test"]["weighted_f1"])
+    with pytest.raises(SystemExit, match=r"^error: --synthetic complementary chooses the corpus made without --data"):
+        train.main(["--dataset", "meld", "--data", str(out / "best.pt"), "--synthetic", "complementary",
+                    "--out", str(tmp_path / "x")])

@@ -199,3 +199,46 @@ def test_precision_auto_resolves_to_what_ran(tmp_path):
 
     summary = _run(tmp_path / "run", "--epochs", "1", "--precision", "auto")
     assert summary["train_config"]["precision"] == ("bf16" if cpu_has_bf16_instructions() else "fp32")
+
+
+def test_the_step_trace_records_scores_ratios_coefficients_and_norms_without_changing_the_run(
+        tmp_path, monkeypatch, uninterrupted):
+    out = tmp_path / "traced"
+    _run(out, "--epochs", "3", "--trace")
+    summary, metrics, weights = _comparable(out)
+    want_summary, want_metrics, want_weights = uninterrupted
+    assert all(torch.equal(weights[k], want_weights[k]) for k in want_weights)
+    norms = ("grad_norm_before", "grad_norm_after", "update_norm")
+    assert [{k: v for k, v in record.items() if k not in norms} for record in metrics] == want_metrics
+    summary["train_config"].pop("trace"), want_summary["train_config"].pop("trace")
+    assert summary == want_summary
+
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [(row["epoch"], row["step"]) for row in steps] == [(e, s) for e in (1, 2, 3) for s in range(1, 7)]
+    for record in metrics:
+        rows = [row for row in steps if row["epoch"] == record["epoch"]]
+        for key in ("unimodal_score", "ratio", "coefficient", *norms):
+            for m in "atv":
+                assert record[key][m] == pytest.approx(sum(row[key][m] for row in rows) / len(rows), rel=1e-5)
+    for row in steps:
+        assert min(row["ratio"].values()) == 1.0 and all(0 < p < 1 for p in row["unimodal_score"].values())
+        if row["epoch"] == 1:  # --start-mod 2: nothing modulated yet
+            assert row["grad_norm_after"] == row["grad_norm_before"]
+        assert all(norm > 0 for norm in row["update_norm"].values())
+
+    # Without noise, modulation scales each encoder's gradient by exactly its coefficient.
+    plain = tmp_path / "no-noise"
+    _run(plain, "--epochs", "2", "--trace", "--no-grad-noise")
+    for row in map(json.loads, (plain / "steps.jsonl").read_text().splitlines()):
+        k = row["coefficient"] if row["epoch"] == 2 else dict.fromkeys("atv", 1.0)
+        for m in "atv":
+            assert row["grad_norm_after"][m] == pytest.approx(k[m] * row["grad_norm_before"][m], rel=1e-5)
+
+    # An interrupted traced run resumes with the same trace.
+    resumed = tmp_path / "resumed"
+    _steps_then(monkeypatch, lambda n, batch: (os.kill(os.getpid(), signal.SIGINT), batch)[1], {9})
+    with pytest.raises(SystemExit):
+        _run(resumed, "--epochs", "3", "--trace")
+    monkeypatch.undo()
+    train.main(["--resume", str(resumed), "--quiet"])
+    assert (resumed / "steps.jsonl").read_text() == (out / "steps.jsonl").read_text()

@@ -19,18 +19,19 @@ def load_corpus(
     seed: int = 12,
     synthetic_size: float = 1.0,
     task: str = "7class",
+    synthetic: str = "redundant",
     cache_dir: str | PathLike | None = None,
 ) -> Corpus:
     """The train/dev/test corpus of ``dataset``, validated.
 
     ``path``: a legacy pickle (read through its columnar cache, built on first use next to the
     file or under ``cache_dir``), a cache directory, or None for :func:`make_synthetic` with
-    ``seed`` and ``synthetic_size``. ``seed`` also drives IEMOCAP's dev carve (SPEC §1).
+    ``seed``, ``synthetic_size`` and the family ``synthetic``. ``seed`` also drives IEMOCAP's dev carve (SPEC §1).
     """
     check_dataset(dataset)
     dataset_classes(dataset, task)  # rejects an unknown mosei task before touching any file
     if path is None:
-        return make_synthetic(dataset, seed=seed, size=synthetic_size, task=task).validate()
+        return make_synthetic(dataset, seed=seed, size=synthetic_size, task=task, family=synthetic).validate()
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no {dataset} data at {path} (expected a legacy .pkl file or a cache directory)")

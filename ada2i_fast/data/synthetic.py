@@ -1,11 +1,28 @@
-"""Synthetic corpora shaped like the real ones (SPEC §1), for tests, benchmarks and smoke runs.
+"""Synthetic corpora shaped like the real ones (SPEC §1), for tests, benchmarks and studies.
 
-Per utterance and modality m: ``x = noise + (SNR[m] * onehot(label) + SPEAKER_TINT * z) @ U_m``
-with ``U_m`` one random unit direction per class, ``noise ~ N(0, I)`` and ``z ~ N(0, I_C)`` drawn
-once per (dialogue, speaker). ``SNR`` falls from text to audio to visual, so unimodal models rank
-t > a > v; labels follow a sticky Markov chain (keep the previous emotion with probability
-``stay``, else redraw from the class prior, which leaves the prior stationary) and each speaker
-tints its utterances toward some classes, so a dialogue's context is informative.
+Both families share the shape of a dataset (split sizes, dialogue lengths, class priors, dims),
+the labels and the speakers: labels follow a sticky Markov chain (keep the previous emotion with
+probability ``stay``, else redraw from the class prior, which leaves the prior stationary) and each
+speaker tints its utterances toward some classes, so a dialogue's context is informative. They
+differ in what each modality's features say about the label. Per utterance and modality m::
+
+    x = noise + (SNR[m] * onehot(view_m(label)) + SPEAKER_TINT * z) @ U_m
+
+with ``noise ~ N(0, I)``, ``z ~ N(0, I_C)`` drawn once per (dialogue, speaker), ``U_m`` one random
+unit direction per row, and ``SNR`` falling from text (2.0) to audio (1.2) to visual (0.7), so text
+is learned first.
+
+- ``redundant`` (the default): ``view_m`` is the identity for every modality. Every modality carries
+  the whole label, only more weakly than text: text alone holds everything there is to learn.
+- ``complementary``: ``view_m`` maps each class to its group in :data:`VIEWS`, so a modality sees
+  only which group a class belongs to. Text tells valence and topic but merges pairs of classes;
+  audio (arousal) and visual (facial expression) are weaker and coarser, but each separates a pair
+  that text merges, and only the three together tell every class apart. MELD: text sees neutral |
+  joy, surprise | anger, sadness | disgust, fear; audio sees high arousal (surprise, fear, joy,
+  anger) | low (neutral, sadness, disgust); visual sees smile (joy) | wide eyes (surprise, fear) |
+  the rest. Anger vs sadness needs audio, joy vs surprise needs visual, disgust vs fear either.
+
+The same seed gives both families the same dialogues, labels, speakers and noise.
 """
 
 from __future__ import annotations
@@ -34,6 +51,30 @@ class CorpusShape:
 
 SNR = {"t": 2.0, "a": 1.2, "v": 0.7}
 SPEAKER_TINT = 0.5
+FAMILIES = ("redundant", "complementary")
+
+# The complementary family: per dataset and modality, the groups of classes a modality cannot tell
+# apart. Fixed before any ablation ran on it (README, "Does the balancing help?").
+VIEWS = {
+    "meld": {
+        "t": (("neu",), ("joy", "sup"), ("ang", "sad"), ("dis", "fea")),
+        "a": (("sup", "fea", "joy", "ang"), ("neu", "sad", "dis")),
+        "v": (("joy",), ("sup", "fea"), ("neu", "sad", "dis", "ang")),
+    },
+    "iemocap": {
+        "t": (("hap", "exc"), ("ang", "fru"), ("sad",), ("neu",)),
+        "a": (("exc", "ang", "fru"), ("hap", "sad", "neu")),
+        "v": (("hap", "exc"), ("ang",), ("sad", "neu", "fru")),
+    },
+    "mosei": {
+        "t": (("strong negative", "negative"), ("weak negative", "neutral"), ("weak positive",),
+              ("positive", "strong positive")),
+        "a": (("strong negative", "strong positive"),
+              ("negative", "weak negative", "neutral", "weak positive", "positive")),
+        "v": (("neutral",), ("strong negative", "negative", "weak negative", "weak positive", "positive",
+                             "strong positive")),
+    },
+}
 
 SHAPES = {
     # SPEC §1: train 1,038 / 9,989; dev 114 / 1,109; test 280 / 2,610; longest 24 (33 in test);
@@ -70,8 +111,11 @@ SHAPES = {
 }
 
 
-def make_synthetic(dataset: str, *, seed: int, size: float = 1.0, task: str = "7class") -> Corpus:
-    """A corpus shaped like ``dataset`` (see :data:`SHAPES`), deterministic in ``seed``.
+def make_synthetic(
+    dataset: str, *, seed: int, size: float = 1.0, task: str = "7class", family: str = "redundant"
+) -> Corpus:
+    """A corpus of ``family`` (see the module's docstring) shaped like ``dataset`` (see
+    :data:`SHAPES`), deterministic in ``seed``.
 
     Train / dev / test at ``size=1``, dialogues (utterances):
     meld 1,038 / 114 / 280 (9,989 / 1,109 / 2,610), as SPEC §1;
@@ -84,6 +128,8 @@ def make_synthetic(dataset: str, *, seed: int, size: float = 1.0, task: str = "7
     classes = dataset_classes(dataset, task)
     if not size > 0:
         raise ValueError(f"size must be positive, got {size}")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown synthetic family {family!r}; expected one of {', '.join(FAMILIES)}")
     shape = SHAPES[dataset]
     rng = np.random.default_rng([seed, DATASETS.index(dataset)])
     num_classes = len(shape.class_counts)
@@ -91,17 +137,18 @@ def make_synthetic(dataset: str, *, seed: int, size: float = 1.0, task: str = "7
     for m, d in DATASET_DIMS[dataset].items():
         u = rng.standard_normal((num_classes, d), dtype=np.float32)
         directions[m] = u / np.linalg.norm(u, axis=1, keepdims=True)
+    views = view_maps(dataset) if family == "complementary" else dict.fromkeys(directions, np.arange(num_classes))
     splits = {}
     for name, (dialogues, utterances, longest) in shape.splits.items():
         n = max(MIN_DIALOGUES, round(dialogues * size))
         total = min(n * longest, max(n, round(utterances * n / dialogues)))
         lengths = _dialogue_lengths(rng, n, total, longest, shape.length_gamma_shape)
         labels, speakers, tint = _labels_and_speakers(rng, lengths, shape)
-        signal = np.eye(num_classes, dtype=np.float32)[labels]
+        onehot = np.eye(num_classes, dtype=np.float32)
         features = {}
         for m, u in directions.items():
             x = rng.standard_normal((len(labels), u.shape[1]), dtype=np.float32)
-            x += (SNR[m] * signal + SPEAKER_TINT * tint) @ u
+            x += (SNR[m] * onehot[views[m][labels]] + SPEAKER_TINT * tint) @ u
             features[m] = x
         if task == "2class":
             labels = (labels >= 3).astype(np.int64)
@@ -112,8 +159,19 @@ def make_synthetic(dataset: str, *, seed: int, size: float = 1.0, task: str = "7
             offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             dialogue_ids=tuple(f"{dataset}-{name}-{i}" for i in range(n)),
         )
-    source = f"synthetic {dataset} (seed {seed}, size {size}" + (f", task {task})" if dataset == "mosei" else ")")
+    kind = dataset if family == "redundant" else f"{dataset} {family}"
+    source = f"synthetic {kind} (seed {seed}, size {size}" + (f", task {task})" if dataset == "mosei" else ")")
     return Corpus(dataset, classes, splits, source)
+
+
+def view_maps(dataset: str) -> dict[str, np.ndarray]:
+    """Per modality, each class's group index in :data:`VIEWS` (class index -> group index)."""
+    classes = dataset_classes(dataset)
+    maps = {}
+    for m, groups in VIEWS[dataset].items():
+        group_of = {name: g for g, group in enumerate(groups) for name in group}
+        maps[m] = np.array([group_of[name] for name in classes], dtype=np.int64)
+    return maps
 
 
 def _dialogue_lengths(rng: np.random.Generator, n: int, total: int, longest: int, k: float) -> np.ndarray:
