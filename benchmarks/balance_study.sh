@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The balance study (README, "Does the balancing help?"), fixed before any of it ran:
+# full-length training (the meld preset's recipe: 50 epochs, early stopping after 20 without a better
+# dev F1, modulation from epoch 4), seeds 12 13 14, every modality subset and every ablation, on
+#   complementary  synthetic MELD, complementary family, 0.3 of MELD's size, steps traced
+#   redundant      synthetic MELD, redundant family (the default), 0.3 of MELD's size, steps traced
+#   meld-text      the real MELD transcripts, text only (no audio or visual exists there)
+# Two workers share each study (one core each). Usage: bash benchmarks/balance_study.sh [OUT] [RESULTS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/balance-study}
+RESULTS=${2:-benchmarks/results}
+SEEDS=(12 13 14)
+MELD_CSV=${MELD_CSV:-../shared/data/meld}
+
+for family in complementary redundant; do
+    python -m ada2i_fast.sweep --out "$OUT/$family" --seeds "${SEEDS[@]}" --workers 2 --ablations \
+        --report "$RESULTS/balance-$family" -- --dataset meld --synthetic "$family" --size 0.3 --trace
+done
+
+if [ ! -d "$OUT/corpora/meld-text" ]; then
+    python -m ada2i_fast.data.transcripts --csv-dir "$MELD_CSV" --layout meld --out "$OUT/corpora/meld-text"
+fi
+python -m ada2i_fast.sweep --out "$OUT/meld-text" --seeds "${SEEDS[@]}" --workers 2 --modalities t \
+    --variants t no-afw no-amw no-modulation reference --report "$RESULTS/balance-meld-text" \
+    -- --dataset meld --data "$OUT/corpora/meld-text"
