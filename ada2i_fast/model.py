@@ -15,6 +15,7 @@ from .batch import Batch
 from .config import Ada2IConfig
 from .devices import resolve_precision
 from .encoders import build_encoder, encode_all
+from .modalities import in_order
 
 
 @dataclass
@@ -77,6 +78,36 @@ class Ada2I(nn.Module):
         )
         self.head = ClassifierHead(config)
         self._bf16_cache: tuple[tuple, dict[str, Tensor]] | None = None  # see _bf16_encoder_matrices
+
+    def restricted_to(self, modalities: str) -> "Ada2I":
+        """A copy of this model that uses only ``modalities`` (a subset of its own): the other
+        modalities are dropped from the input, not zeroed. Every part of Ada2I allows it: each
+        encoder sees one modality, the AFW chain product runs over the modalities present (SPEC §2;
+        with one left it is empty) and the head's fused logits sum the present modalities' terms
+        and the bias. The copy keeps this model's weights for what remains and shares no storage."""
+        kept = in_order(modalities)
+        foreign = [m for m in modalities if m not in self.config.modalities]
+        if foreign or not kept or len(kept) != len(modalities):
+            raise ValueError(f"modalities {modalities!r}: expected distinct letters among the model's "
+                             f"{self.config.modalities!r}")
+        index = torch.tensor([self.config.modalities.index(m) for m in kept])
+        config = self.config.replace(modalities=kept, input_dims={m: self.config.input_dims[m] for m in kept})
+        n_classes, hidden = self.config.num_classes, self.config.hidden
+        state = {}
+        for name, value in self.state_dict().items():
+            if name.startswith("encoders."):
+                if name.split(".")[1] in kept:
+                    state[name] = value
+            elif name.startswith("afw."):  # stacked along a leading modality axis
+                state[name] = value.index_select(0, index.to(value.device))
+            elif name == "head.fc_out.weight":  # column block m belongs to modality m
+                blocks = value.reshape(n_classes, self.config.n_modalities, hidden)
+                state[name] = blocks.index_select(1, index.to(value.device)).reshape(n_classes, -1)
+            else:
+                state[name] = value
+        restricted = Ada2I(config).to(next(self.parameters()).device)
+        restricted.load_state_dict(state)
+        return restricted.train(self.training)
 
     def encoder_parameters(self) -> list[list[nn.Parameter]]:
         """Encoder parameters grouped by modality, in modality order (what gradient modulation touches)."""

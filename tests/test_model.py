@@ -139,3 +139,33 @@ def test_whatever_a_padded_row_holds_never_reaches_a_real_output():
         clean, dirty = model(batch), model(Batch.build(garbage, [4, 2], labels))
     torch.testing.assert_close(dirty.log_probs, clean.log_probs, rtol=0, atol=0)
     assert torch.isfinite(dirty.feature_loss)
+
+
+@pytest.mark.parametrize("compat", ["method", "reference"])
+def test_a_model_restricted_to_some_modalities_drops_the_others(compat):
+    torch.manual_seed(3)
+    batch = random_batch(tiny_config(), [6, 3, 4])
+    without_afw = Ada2I(tiny_config(mmt_nlayers=0, compat=compat)).eval()
+    full = without_afw.predict(batch)
+    for kept in ("at", "v", "tv"):
+        part = without_afw.restricted_to(kept)
+        assert part.config.modalities == kept and set(part.encoders) == set(kept)
+        # Without AFW nothing mixes the modalities: the fused logits are the kept modalities' shares plus the bias.
+        index = [without_afw.config.modalities.index(m) for m in kept]
+        logits = full.contributions[:, index].sum(1) + full.bias
+        torch.testing.assert_close(part.predict(batch).probabilities, logits.softmax(-1), rtol=1e-5, atol=1e-6)
+
+    model = Ada2I(tiny_config(compat=compat)).eval()
+    same = model.restricted_to("atv")
+    torch.testing.assert_close(same.predict(batch).probabilities, model.predict(batch).probabilities, rtol=0, atol=0)
+    text = model.restricted_to("t")
+    single = Ada2I(tiny_config(modalities="t", compat=compat)).eval()
+    single.load_state_dict(text.state_dict())
+    torch.testing.assert_close(text.predict(batch).probabilities, single.predict(batch).probabilities, rtol=0, atol=0)
+    assert not torch.equal(text.predict(batch).probabilities, model.predict(batch).probabilities)
+    with torch.no_grad():
+        text.afw.layers[0].rank_weight.zero_()
+    assert model.afw.layers[0].rank_weight.abs().sum() > 0  # no shared storage
+    for bad in ("tx", "tt", ""):
+        with pytest.raises(ValueError, match="expected distinct letters among the model's 'atv'"):
+            model.restricted_to(bad)

@@ -1,0 +1,145 @@
+"""The pictures of ``python -m ada2i_fast.analyze``: one function per analysis, each taking the
+sweep's runs, the analysis's result and a path. Every number drawn is a mean over seeds with its
+sample std as an error bar or band; bars start at 0; panels that compare values share their y axis."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from .analyze import NAMES, SweepRuns
+from .plots import save_figure
+
+_VARIANT_STYLE = {
+    "full": dict(color="tab:green", label="full model"),
+    "no-modulation": dict(color="tab:red", label="without modulation"),
+    "no-amw": dict(color="tab:purple", label="without AMW (concat head)"),
+    "no-afw": dict(color="tab:orange", label="without AFW"),
+}
+_KIND_COLOURS = {"pair": "tab:blue", "single": "tab:grey"}
+
+
+def _stat(stat: dict) -> tuple[float, float]:
+    return (np.nan if stat["mean"] is None else stat["mean"]), (stat["std"] or 0.0)
+
+
+def _band(ax, epochs, stats, **style) -> None:
+    means, stds = np.array([_stat(s) for s in stats]).T
+    ax.plot(epochs, means, **style)
+    ax.fill_between(epochs, means - stds, means + stds, color=style["color"], alpha=0.15, linewidth=0)
+
+
+def plot_unimodal(runs: SweepRuns, result: dict, path, *, title: str) -> None:
+    bars = (("alone_", "trained alone", "tab:grey"), ("inside_", "own head, full model", "tab:green"),
+            ("inside_no_modulation_", "own head, without modulation", "tab:red"))
+    modalities = [row["modality"] for row in result["rows"]]
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True, constrained_layout=True)
+    x = np.arange(len(modalities))
+    for panel, split in zip(panels, ("test", "dev")):
+        for i, (prefix, label, colour) in enumerate(bars):
+            means, stds = np.array([_stat(row[prefix + split]) for row in result["rows"]]).T
+            panel.bar(x + (i - 1) * 0.27, means, 0.27, yerr=stds, capsize=3, color=colour, label=label,
+                      edgecolor="black", linewidth=0.5)
+        fused, spread = _stat(result["fused"][split])
+        panel.axhline(fused, color="black", linestyle="--", linewidth=1, label=f"fused full model {fused:.3f}")
+        panel.axhspan(fused - spread, fused + spread, color="black", alpha=0.08)
+        panel.set_xticks(x, [NAMES[m] for m in modalities])
+        panel.set(title=f"{split} weighted F1", ylim=(0, 1))
+    panels[0].set_ylabel("weighted F1 (mean ± std over seeds)")
+    panels[1].legend(loc="upper right")
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def plot_scores(runs: SweepRuns, result: dict, path, *, title: str) -> None:
+    modalities = list(runs.modalities)
+    fig, panels = plt.subplots(1, len(modalities), figsize=(4.5 * len(modalities), 4), sharey=True,
+                               squeeze=False, constrained_layout=True)
+    for panel, m in zip(panels[0], modalities):
+        for variant, per_modality in result["curves"].items():
+            series = per_modality[m]
+            style = dict(_VARIANT_STYLE[variant], linestyle="-" if variant == "full" else "--")
+            _band(panel, [int(e) for e in series], list(series.values()), **style)
+        _mark_modulation(panel, runs)
+        panel.set(title=NAMES[m], xlabel="epoch")
+    panels[0, 0].set_ylabel("mean probability of the gold class")
+    panels[0, -1].legend(loc="lower right")
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def plot_gaps(runs: SweepRuns, result: dict, path, *, title: str) -> None:
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 3), 4.5), constrained_layout=True)
+    x = np.arange(len(rows))
+    for offset, split, hatch in ((-0.2, "test", None), (0.2, "dev", "//")):
+        means, stds = np.array([_stat(row[f"gap_{split}"]) for row in rows]).T
+        ax.bar(x + offset, means, 0.4, yerr=stds, capsize=3, color=[_KIND_COLOURS[row["kind"]] for row in rows],
+               hatch=hatch, edgecolor="black", linewidth=0.5)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [" + ".join(NAMES[m] for m in row["variant"]) for row in rows], rotation=20)
+    ax.set(ylabel=f"F1 of the full model ({runs.full}) − F1 of the variant")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=f"{k}s of modalities") for k, c in _KIND_COLOURS.items()]
+    handles += [plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", label="test"),
+                plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", hatch="//", label="dev")]
+    ax.legend(handles=handles, loc="upper right", title="above 0: the full model is better", title_fontsize=9)
+    ax.set_title(title)
+    save_figure(fig, path)
+
+
+def plot_ratios(runs: SweepRuns, result: dict, path, *, title: str) -> None:
+    modalities = list(runs.modalities)
+    fig, panels = plt.subplots(1, len(modalities), figsize=(4.5 * len(modalities), 4), sharey=True,
+                               squeeze=False, constrained_layout=True)
+    for panel, m in zip(panels[0], modalities):
+        for variant, per_modality in result["curves"].items():
+            series = per_modality[m]
+            _band(panel, [int(e) for e in series], list(series.values()), **_VARIANT_STYLE[variant])
+        panel.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        _mark_modulation(panel, runs)
+        panel.set(title=f"ρ of {NAMES[m]}", xlabel="epoch")
+    panels[0, 0].set_ylabel("disparity ratio ρ (weakest modality: 1)")
+    panels[0, -1].legend(loc="upper right")
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def plot_robustness(runs: SweepRuns, result: dict, path, *, title: str) -> None:
+    modalities = list(runs.modalities)
+    levels = result["levels"]
+    columns = len(modalities) + (len(modalities) > 1)
+    fig, panels = plt.subplots(1, columns, figsize=(4.2 * columns, 4.2), sharey=True, squeeze=False,
+                               constrained_layout=True)
+    for panel, m in zip(panels[0], modalities):
+        for row in result["rows"]:
+            _band(panel, levels, row["noise"][m], marker="o", **_VARIANT_STYLE[row["variant"]])
+        panel.set(title=f"noise on {NAMES[m]}", xlabel="σ (training-split standard deviations)", ylim=(0, None))
+    if len(modalities) > 1:
+        panel = panels[0, -1]
+        groups = ["none", *modalities]
+        x = np.arange(len(groups))
+        width = 0.8 / len(result["rows"])
+        for i, row in enumerate(result["rows"]):
+            stats = [row["clean"], *(row["missing"][m] for m in modalities)]
+            means, stds = np.array([_stat(s) for s in stats]).T
+            panel.bar(x + (i - (len(result["rows"]) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+                      color=_VARIANT_STYLE[row["variant"]]["color"], edgecolor="black", linewidth=0.4)
+        panel.set_xticks(x, ["nothing"] + [NAMES[m] for m in modalities])
+        panel.set(title="one modality missing at test time", xlabel="dropped modality")
+    panels[0, 0].set_ylabel("test weighted F1")
+    panels[0, 0].legend(loc="lower left")
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def _mark_modulation(ax, runs: SweepRuns) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    start = next(iter(runs.variant("full").values())).summary["train_config"]["start_mod"]
+    ax.axvline(start, color="grey", linewidth=0.8, linestyle="--")
+    ax.annotate("modulation starts", (start, 0.02), xycoords=("data", "axes fraction"), fontsize=8, color="grey",
+                xytext=(3, 0), textcoords="offset points")
+
+
+PLOTS = {"unimodal": plot_unimodal, "scores": plot_scores, "gaps": plot_gaps, "ratios": plot_ratios,
+         "robustness": plot_robustness}

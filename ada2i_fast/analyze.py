@@ -1,0 +1,349 @@
+"""The paper's balance analyses from a sweep's runs, one command each (each writes NAME.png, NAME.md
+and NAME.json into ``--out``)::
+
+    python -m ada2i_fast.analyze unimodal   SWEEP_RUNS   # Fig. 1a: fused F1 vs each modality alone and inside the model
+    python -m ada2i_fast.analyze scores     SWEEP_RUNS   # Fig. 1b: each modality's batch-average score over training
+    python -m ada2i_fast.analyze gaps       SWEEP_RUNS   # Fig. 4: the full model's gap to every pair and single modality
+    python -m ada2i_fast.analyze ratios     SWEEP_RUNS   # Fig. 5: rho_m over epochs, full model vs without AMW / AFW
+    python -m ada2i_fast.analyze robustness SWEEP_RUNS   # test F1 with a modality missing or corrupted by noise
+    python -m ada2i_fast.analyze all        SWEEP_RUNS
+
+``SWEEP_RUNS`` is the folder of a sweep's runs (``OUT/STUDY_NAME`` of ``python -m ada2i_fast.sweep``):
+one ``VARIANT/seed-N/`` run folder per cell. Finished runs count; every number is a mean ± sample
+std over seeds, and a comparison between two variants is paired by seed (same seed = same synthetic
+corpus and initialisation). With fewer than two seeds no spread is claimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_open, write_json_atomic
+from .modalities import ORDER
+from .report import read_run
+
+ANALYSES = ("unimodal", "scores", "gaps", "ratios", "robustness")
+NAMES = {"a": "audio", "t": "text", "v": "visual"}
+ROBUSTNESS_VARIANTS = ("full", "no-modulation", "no-amw", "no-afw")
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str
+    seed: int
+    path: Path
+    history: list[dict]
+    summary: dict
+
+    def at_best_epoch(self) -> dict:
+        """The epoch record of the best-dev epoch (the state the test scores belong to)."""
+        return next(r for r in self.history if r["epoch"] == self.summary["best_epoch"])
+
+
+class SweepRuns:
+    """The finished runs under a sweep's run folder, by variant and seed; ``full`` is the variant of
+    the full model (the subset variant with the most modalities)."""
+
+    def __init__(self, root: Path) -> None:
+        if not root.is_dir():
+            raise ValueError(f"{root}: no such folder (expected OUT/STUDY_NAME of a sweep)")
+        self.root = root
+        self.runs: dict[str, dict[int, Run]] = {}
+        for summary in sorted(root.glob("*/seed-*/summary.json")):
+            run_dir = summary.parent
+            match = re.fullmatch(r"seed-(\d+)", run_dir.name)
+            if match:
+                history, summary_data = read_run(run_dir)
+                seed, variant = int(match.group(1)), run_dir.parent.name
+                self.runs.setdefault(variant, {})[seed] = Run(variant, seed, run_dir, history, summary_data)
+        subsets = [v for v in self.runs if set(v) <= set(ORDER)]
+        if not subsets:
+            raise ValueError(f"{root}: no finished run of a modality subset (VARIANT/seed-N/summary.json)")
+        self.full = max(subsets, key=len)
+
+    def variant(self, name: str) -> dict[int, Run]:
+        """The runs of ``name`` ("full" is the full model), by seed; empty when there are none."""
+        return self.runs.get(self.full if name == "full" else name, {})
+
+    def paired(self, a: str, b: str) -> list[tuple[Run, Run]]:
+        """(a's run, b's run) for every seed both have."""
+        runs_a, runs_b = self.variant(a), self.variant(b)
+        return [(runs_a[s], runs_b[s]) for s in sorted(runs_a) if s in runs_b]
+
+    @property
+    def modalities(self) -> str:
+        return self.full
+
+
+def mean_std(values) -> dict:
+    """Mean, sample std (None below two values) and count."""
+    values = [float(v) for v in values]
+    if not values:
+        return dict(mean=None, std=None, n=0)
+    return dict(mean=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else None,
+                n=len(values))
+
+
+def pm(stat: dict, signed: bool = False) -> str:
+    """``mean ± std`` (``mean (1 seed)`` without a spread, ``—`` without values)."""
+    if stat["mean"] is None:
+        return "—"
+    mean = f"{stat['mean']:+.3f}" if signed else f"{stat['mean']:.3f}"
+    return f"{mean} ± {stat['std']:.3f}" if stat["std"] is not None else f"{mean} (1 seed)"
+
+
+def verdict(gap: dict) -> str:
+    """Where a paired gap (variant − full) stands against its seed spread."""
+    if gap["mean"] is None or gap["std"] is None:
+        return "1 seed: no spread"
+    if gap["mean"] + gap["std"] < 0:
+        return "full model better"
+    if gap["mean"] - gap["std"] > 0:
+        return "variant better"
+    return "within seed spread"
+
+
+# --- (1a) unimodal ---------------------------------------------------------------------------------
+
+def unimodal(runs: SweepRuns) -> dict:
+    """Per modality: trained alone, its own head inside the full model and inside the model without
+    modulation (test F1 of the best-dev state, and dev F1 at that epoch), against the fused model."""
+    full, no_mod = runs.variant("full"), runs.variant("no-modulation")
+    rows = []
+    for m in runs.modalities:
+        inside_dev = {s: r.at_best_epoch()["dev"]["unimodal_weighted_f1"][m] for s, r in full.items()}
+        no_mod_dev = {s: r.at_best_epoch()["dev"]["unimodal_weighted_f1"][m] for s, r in no_mod.items()}
+        rows.append(dict(
+            modality=m,
+            alone_test=mean_std(r.summary["test"]["weighted_f1"] for r in runs.variant(m).values()),
+            alone_dev=mean_std(r.summary["best_dev_weighted_f1"] for r in runs.variant(m).values()),
+            inside_test=mean_std(r.summary["test"]["unimodal_weighted_f1"][m] for r in full.values()),
+            inside_dev=mean_std(inside_dev.values()),
+            inside_no_modulation_test=mean_std(r.summary["test"]["unimodal_weighted_f1"][m] for r in no_mod.values()),
+            inside_no_modulation_dev=mean_std(no_mod_dev.values()),
+            modulation_gain_dev=mean_std(inside_dev[s] - no_mod_dev[s] for s in inside_dev if s in no_mod_dev),
+        ))
+    fused = dict(test=mean_std(r.summary["test"]["weighted_f1"] for r in full.values()),
+                 dev=mean_std(r.summary["best_dev_weighted_f1"] for r in full.values()))
+    lines = [
+        f"Fused full model ({runs.full}): test {pm(fused['test'])}, dev {pm(fused['dev'])}. Each modality's own "
+        "head is the argmax of its un-normalised logits z_m W_mᵀ + b/M inside the joint model; dev scores at the "
+        "best-dev epoch. Modulation gain: own dev F1 inside the full model − inside the model without modulation, "
+        "paired by seed.",
+        "",
+        "| modality | alone: test | alone: dev | own head in full model: test | dev | own head without modulation: "
+        "test | dev | modulation gain (dev) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {NAMES[row['modality']]} | {pm(row['alone_test'])} | {pm(row['alone_dev'])} | "
+                     f"{pm(row['inside_test'])} | {pm(row['inside_dev'])} | {pm(row['inside_no_modulation_test'])} | "
+                     f"{pm(row['inside_no_modulation_dev'])} | {pm(row['modulation_gain_dev'], signed=True)} |")
+    return dict(fused=fused, rows=rows, markdown="\n".join(lines))
+
+
+# --- (1b) scores -----------------------------------------------------------------------------------
+
+def curves(runs: dict[int, Run], *keys: str) -> dict:
+    """Per epoch: mean and std over the seeds that reached it of ``record[keys...]``."""
+    epochs = sorted({r["epoch"] for run in runs.values() for r in run.history})
+    series = {}
+    for epoch in epochs:
+        values = []
+        for run in runs.values():
+            record = next((r for r in run.history if r["epoch"] == epoch), None)
+            for key in keys:
+                record = record.get(key) if isinstance(record, dict) else None
+            if record is not None:
+                values.append(record)
+        series[epoch] = mean_std(values)
+    return series
+
+
+def scores(runs: SweepRuns) -> dict:
+    """Each modality's batch-average score (the mean probability its own head gives the gold class)
+    per epoch, for the full model and without modulation; the table holds the last epoch every
+    seed reached."""
+    variants = [v for v in ("full", "no-modulation") if runs.variant(v)]
+    data = {v: {m: curves(runs.variant(v), "unimodal_score", m) for m in runs.modalities} for v in variants}
+    lines = ["| variant | epoch | " + " | ".join(f"{NAMES[m]} score" for m in runs.modalities) + " |",
+             "|---|---|" + "---|" * len(runs.modalities)]
+    for v in variants:
+        common = min(max(r["epoch"] for r in run.history) for run in runs.variant(v).values())
+        lines.append(f"| {_variant_name(runs, v)} | {common} | "
+                     + " | ".join(pm(data[v][m][common]) for m in runs.modalities) + " |")
+    return dict(curves={v: {m: _jsonable(c) for m, c in per.items()} for v, per in data.items()},
+                markdown="\n".join(lines))
+
+
+# --- (4) gaps --------------------------------------------------------------------------------------
+
+def gaps(runs: SweepRuns) -> dict:
+    """The full model's test and dev weighted F1 minus every other subset's, paired by seed."""
+    rows = []
+    for variant in runs.runs:
+        if variant == runs.full or not set(variant) <= set(ORDER):
+            continue
+        pairs = runs.paired("full", variant)
+        rows.append(dict(
+            variant=variant, kind="pair" if len(variant) == 2 else "single",
+            test=mean_std(r.summary["test"]["weighted_f1"] for r in runs.variant(variant).values()),
+            gap_test=mean_std(f.summary["test"]["weighted_f1"] - v.summary["test"]["weighted_f1"] for f, v in pairs),
+            gap_dev=mean_std(f.summary["best_dev_weighted_f1"] - v.summary["best_dev_weighted_f1"] for f, v in pairs),
+        ))
+    rows.sort(key=lambda row: (-len(row["variant"]), ORDER.index(row["variant"][0])))
+    full = mean_std(r.summary["test"]["weighted_f1"] for r in runs.variant("full").values())
+    lines = [f"Full model ({runs.full}) test {pm(full)}. Gap: full − variant, paired by seed (positive: the full "
+             "model is better).", "",
+             "| variant | test weighted F1 | gap (test) | gap (dev) | verdict (test) |", "|---|---|---|---|---|"]
+    for row in rows:
+        flipped = dict(row["gap_test"], mean=None if row["gap_test"]["mean"] is None else -row["gap_test"]["mean"])
+        lines.append(f"| {_modality_names(row['variant'])} | {pm(row['test'])} | {pm(row['gap_test'], True)} | "
+                     f"{pm(row['gap_dev'], True)} | {verdict(flipped)} |")
+    return dict(full=full, rows=rows, markdown="\n".join(lines))
+
+
+# --- (5) ratios ------------------------------------------------------------------------------------
+
+RATIO_VARIANTS = ("full", "no-amw", "no-afw", "no-modulation")
+
+
+def ratios(runs: SweepRuns) -> dict:
+    """ρ_m per epoch for the full model and the ablations; the table holds the spread of the ratios,
+    max_m ρ_m − 1 (ρ of the weakest modality is 1), averaged over the modulated epochs of each run."""
+    variants = [v for v in RATIO_VARIANTS if runs.variant(v)]
+    data = {v: {m: curves(runs.variant(v), "ratio", m) for m in runs.modalities} for v in variants}
+    spread = {v: {s: _ratio_spread(run) for s, run in runs.variant(v).items()} for v in variants}
+    lines = ["Spread of the disparity ratios: max_m ρ_m − 1 per epoch, averaged over epochs from the first "
+             "modulated one (lower: the modalities are closer); difference to the full model paired by seed.", "",
+             "| variant | ratio spread | − full model |", "|---|---|---|"]
+    rows = []
+    for v in variants:
+        diff = mean_std(spread[v][s] - spread["full"][s] for s in spread[v] if s in spread.get("full", {}))
+        rows.append(dict(variant=v, spread=mean_std(spread[v].values()), minus_full=diff))
+        lines.append(f"| {_variant_name(runs, v)} | {pm(rows[-1]['spread'])} | "
+                     f"{'—' if v == 'full' else pm(diff, True)} |")
+    return dict(curves={v: {m: _jsonable(c) for m, c in per.items()} for v, per in data.items()}, rows=rows,
+                markdown="\n".join(lines))
+
+
+def _ratio_spread(run: Run) -> float:
+    modulated = [r for r in run.history if r["epoch"] >= run.summary["train_config"]["start_mod"]] or run.history
+    return statistics.fmean(max(r["ratio"].values()) - 1 for r in modulated)
+
+
+# --- robustness ------------------------------------------------------------------------------------
+
+def robustness_table(runs: SweepRuns, *, levels, device: str = "cpu") -> dict:
+    """:func:`robustness.robustness` of the best-dev model of every run of the full model and the
+    ablations in ``ROBUSTNESS_VARIANTS``, as mean ± std over seeds."""
+    from .robustness import robustness
+    from .saved_model import open_checkpoint_and_corpus
+
+    per_run = {}
+    for v in ROBUSTNESS_VARIANTS:
+        for seed, run in sorted(runs.variant(v).items()):
+            model, corpus, recipe = open_checkpoint_and_corpus(run.path / "best.pt", None, None)
+            per_run.setdefault(v, {})[seed] = robustness(model.to(device), corpus, levels=levels, seed=seed,
+                                                         batch_size=recipe.batch_size, device=device)
+    modalities = runs.modalities
+    rows = []
+    for v, results in per_run.items():
+        rows.append(dict(
+            variant=v, seeds=sorted(results),
+            clean=mean_std(r["clean"] for r in results.values()),
+            missing={m: mean_std(r["missing"][m] for r in results.values() if r["missing"]) for m in modalities},
+            noise={m: [mean_std(r["noise"][m][i] for r in results.values()) for i in range(len(levels))]
+                   for m in modalities},
+        ))
+    header = ["variant", "clean"] + [f"without {NAMES[m]}" for m in modalities if len(modalities) > 1] + [
+        f"{NAMES[m]} noise σ={level:g}" for m in modalities for level in levels if level]
+    lines = ["Test weighted F1 of the best-dev model: clean; with one modality dropped from the input; with one "
+             "modality's features corrupted by Gaussian noise of σ training-split standard deviations.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [_variant_name(runs, row["variant"]), pm(row["clean"])]
+        cells += [pm(row["missing"][m]) for m in modalities if len(modalities) > 1]
+        cells += [pm(row["noise"][m][i]) for m in modalities for i, level in enumerate(levels) if level]
+        lines.append("| " + " | ".join(cells) + " |")
+    return dict(levels=list(levels), rows=rows, per_run=per_run, markdown="\n".join(lines))
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+def _variant_name(runs: SweepRuns, variant: str) -> str:
+    return f"full model ({runs.full})" if variant in ("full", runs.full) else variant
+
+
+def _modality_names(letters: str) -> str:
+    return " + ".join(NAMES[m] for m in letters)
+
+
+def _jsonable(series: dict) -> dict:
+    return {str(epoch): stat for epoch, stat in series.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ada2i_fast.analyze", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("analysis", choices=(*ANALYSES, "all"), help="which analysis (all: every one)")
+    parser.add_argument("sweep_runs", type=Path, metavar="SWEEP_RUNS", help="OUT/STUDY_NAME of a sweep")
+    parser.add_argument("--out", type=Path, default=None, help="where the files go (default: SWEEP_RUNS/analysis)")
+    parser.add_argument("--name", default=None,
+                        help="the corpus or study as titles name it (default: the sweep folder's name)")
+    parser.add_argument("--levels", type=float, nargs="+", default=None,
+                        help="robustness: noise levels σ, in training-split standard deviations "
+                        "(default: 0 0.5 1 2 4)")
+    parser.add_argument("--device", default="cpu", help="robustness: where the models run (default: cpu)")
+    return parser
+
+
+def main(argv=None) -> None:
+    """The CLI (returns None: console scripts exit with what ``main`` returns). Bad folders end in one
+    ``error:`` line."""
+    from .analysis_plots import PLOTS
+    from .robustness import NOISE_LEVELS
+
+    args = build_parser().parse_args(argv)
+    try:
+        runs = SweepRuns(args.sweep_runs)
+        out = args.out or args.sweep_runs / "analysis"
+        name = args.name or args.sweep_runs.parent.name
+        chosen = ANALYSES if args.analysis == "all" else (args.analysis,)
+        out.mkdir(parents=True, exist_ok=True)
+        for analysis in chosen:
+            if analysis == "robustness":
+                result = robustness_table(runs, levels=tuple(args.levels or NOISE_LEVELS), device=args.device)
+            else:
+                result = globals()[analysis](runs)
+            title = f"{_TITLES[analysis]} — {name}, {_seeds(runs)}"
+            PLOTS[analysis](runs, result, out / f"{analysis}.png", title=title)
+            with atomic_open(out / f"{analysis}.md") as handle:
+                handle.write(f"## {title}\n\n{result['markdown']}\n".encode())
+            write_json_atomic(out / f"{analysis}.json", {k: v for k, v in result.items() if k != "markdown"})
+            print(f"## {title}\n\n{result['markdown']}\n")
+        print(f"wrote {', '.join(f'{out / a}.png/.md/.json' for a in chosen)}")
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"error: {error}") from error
+
+
+_TITLES = {
+    "unimodal": "Each modality alone and inside the model",
+    "scores": "Each modality's batch-average score over training",
+    "gaps": "The full model against every pair and single modality",
+    "ratios": "Disparity ratios over training",
+    "robustness": "Robustness to a missing or noisy modality",
+}
+
+
+def _seeds(runs: SweepRuns) -> str:
+    seeds = sorted(runs.variant("full"))
+    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The balance analyses on a tiny sweep's worth of run folders (VARIANT/seed-N, trained here)."""
+
+import json
+import statistics
+
+import pytest
+
+from ada2i_fast import analysis_plots, analyze, evaluate, train
+from ada2i_fast.robustness import robustness
+from ada2i_fast.saved_model import open_checkpoint_and_corpus
+
+TINY = ["--dataset", "meld", "--synthetic", "complementary", "--size", "0.03", "--epochs", "2", "--start-mod", "2",
+        "--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--drop-rate", "0.1", "--lr", "2e-3",
+        "--encoder-nlayers", "1", "--quiet"]
+VARIANTS = {"at": [], "a": [], "t": [], "no-modulation": ["--no-modulation"], "no-amw": ["--no-amw"],
+            "no-afw": ["--no-afw"]}
+
+
+@pytest.fixture(scope="module")
+def sweep_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep") / "study"
+    for variant, flags in VARIANTS.items():
+        modalities = variant if variant in ("at", "a", "t") else "at"
+        for seed in (1, 2):
+            train.main([*TINY, "--modalities", modalities, *flags, "--seed", str(seed),
+                        "--out", str(root / variant / f"seed-{seed}")])
+    return root
+
+
+def _summary(root, variant, seed):
+    return json.loads((root / variant / f"seed-{seed}" / "summary.json").read_text())
+
+
+def test_the_tables_are_the_runs_numbers(sweep_runs):
+    runs = analyze.SweepRuns(sweep_runs)
+    assert runs.full == "at" and sorted(runs.variant("full")) == [1, 2]
+    summaries = {(v, s): _summary(sweep_runs, v, s) for v in VARIANTS for s in (1, 2)}
+
+    unimodal = analyze.unimodal(runs)
+    audio = next(row for row in unimodal["rows"] if row["modality"] == "a")
+    alone = [summaries[("a", s)]["test"]["weighted_f1"] for s in (1, 2)]
+    assert audio["alone_test"] == {"mean": statistics.fmean(alone), "std": statistics.stdev(alone), "n": 2}
+    inside = [summaries[("at", s)]["test"]["unimodal_weighted_f1"]["a"] for s in (1, 2)]
+    assert audio["inside_test"]["mean"] == pytest.approx(statistics.fmean(inside))
+
+    gaps = analyze.gaps(runs)
+    text = next(row for row in gaps["rows"] if row["variant"] == "t")
+    paired = [summaries[("at", s)]["test"]["weighted_f1"] - summaries[("t", s)]["test"]["weighted_f1"] for s in (1, 2)]
+    assert text["gap_test"]["mean"] == pytest.approx(statistics.fmean(paired))
+    assert [row["variant"] for row in gaps["rows"]] == ["a", "t"]
+
+    ratios = analyze.ratios(runs)
+    history = [json.loads(line) for line in (sweep_runs / "no-afw" / "seed-1" / "metrics.jsonl").read_text().splitlines()]
+    spread = statistics.fmean(max(r["ratio"].values()) - 1 for r in history if r["epoch"] >= 2)
+    assert analyze._ratio_spread(runs.variant("no-afw")[1]) == pytest.approx(spread)
+    assert [row["variant"] for row in ratios["rows"]] == ["full", "no-amw", "no-afw", "no-modulation"]
+    assert ratios["curves"]["full"]["t"]["1"]["mean"] == pytest.approx(
+        statistics.fmean(json.loads((sweep_runs / "at" / f"seed-{s}" / "metrics.jsonl").read_text().splitlines()[0])
+                         ["ratio"]["t"] for s in (1, 2)))
+
+
+def test_robustness_drops_or_corrupts_one_modality_of_the_saved_models(sweep_runs):
+    best = sweep_runs / "at" / "seed-1" / "best.pt"
+    model, corpus, recipe = open_checkpoint_and_corpus(best, None, None)
+    result = robustness(model, corpus, levels=(0.0, 1.0, 100.0), seed=1, batch_size=recipe.batch_size)
+    assert result["clean"] == pytest.approx(evaluate.main(["--checkpoint", str(best)])["weighted_f1"])
+    assert result["noise"]["a"][0] == result["clean"] == result["noise"]["t"][0]
+    alone = open_checkpoint_and_corpus(best, None, None)[0].restricted_to("t")
+    from ada2i_fast.eval_loop import evaluate_split
+    without_audio = evaluate_split(alone, corpus.splits["test"], batch_size=10, device="cpu").weighted_f1
+    assert result["missing"]["a"] == pytest.approx(without_audio)
+    assert result["noise"]["t"][2] != result["clean"]  # noise a hundred stds wide changes the predictions
+
+
+def test_the_command_writes_every_analysis_and_plots_the_tables_numbers(sweep_runs, tmp_path, monkeypatch):
+    drawn = {}
+    original = analysis_plots.save_figure
+
+    def keep(fig, path):
+        drawn[path.name] = [line.get_ydata() for ax in fig.axes for line in ax.get_lines()]
+        original(fig, path)
+
+    monkeypatch.setattr(analysis_plots, "save_figure", keep)
+    analyze.main(["all", str(sweep_runs), "--out", str(tmp_path), "--levels", "0", "2", "--name", "tiny"])
+    for name in analyze.ANALYSES:
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+        assert (tmp_path / f"{name}.md").read_text().startswith("## ")
+    ratios = json.loads((tmp_path / "ratios.json").read_text())
+    full_text = [stat["mean"] for stat in ratios["curves"]["full"]["t"].values()]
+    assert any(list(y) == full_text for y in drawn["ratios.png"])
+    robust = json.loads((tmp_path / "robustness.json").read_text())
+    assert any(list(y) == [stat["mean"] for stat in robust["rows"][0]["noise"]["a"]] for y in drawn["robustness.png"])
+    assert "tiny, 2 seeds" in (tmp_path / "gaps.md").read_text()
+    with pytest.raises(SystemExit, match=r"^error: .*nowhere: no such folder"):
+        analyze.main(["gaps", str(tmp_path / "nowhere")])
+
+
+def test_one_seed_claims_no_spread():
+    assert analyze.pm(analyze.mean_std([0.5])) == "0.500 (1 seed)"
+    assert analyze.verdict(analyze.mean_std([0.02])) == "1 seed: no spread"
+    assert analyze.verdict(analyze.mean_std([0.05, 0.07])) == "variant better"
