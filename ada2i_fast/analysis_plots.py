@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from .analyze import NAMES, SweepRuns
+from .analyze import SweepRuns
+from .modalities import NAMES
 from .plots import save_figure
 
 _VARIANT_STYLE = {

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_open, write_json_atomic
-from .modalities import ORDER
+from .cli import user_errors_as_one_line
+from .modalities import NAMES, ORDER
 from .report import read_run
 
 ANALYSES = ("unimodal", "scores", "gaps", "ratios", "robustness")
-NAMES = {"a": "audio", "t": "text", "v": "visual"}
 ROBUSTNESS_VARIANTS = ("full", "no-modulation", "no-amw", "no-afw")
 
 
@@ -302,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@user_errors_as_one_line
 def main(argv=None) -> None:
     """The CLI (returns None: console scripts exit with what ``main`` returns). Bad folders end in one
     ``error:`` line."""
@@ -309,28 +310,26 @@ def main(argv=None) -> None:
     from .robustness import NOISE_LEVELS
 
     args = build_parser().parse_args(argv)
-    try:
-        runs = SweepRuns(args.sweep_runs)
-        out = args.out or args.sweep_runs / "analysis"
-        name = args.name or args.sweep_runs.parent.name
-        chosen = ANALYSES if args.analysis == "all" else (args.analysis,)
-        out.mkdir(parents=True, exist_ok=True)
-        for analysis in chosen:
-            if analysis == "robustness":
-                result = robustness_table(runs, levels=tuple(args.levels or NOISE_LEVELS), device=args.device)
-            else:
-                result = globals()[analysis](runs)
-            title = f"{_TITLES[analysis]} — {name}, {_seeds(runs)}"
-            PLOTS[analysis](runs, result, out / f"{analysis}.png", title=title)
-            with atomic_open(out / f"{analysis}.md") as handle:
-                handle.write(f"## {title}\n\n{result['markdown']}\n".encode())
-            write_json_atomic(out / f"{analysis}.json", {k: v for k, v in result.items() if k != "markdown"})
-            print(f"## {title}\n\n{result['markdown']}\n")
-        print(f"wrote {', '.join(f'{out / a}.png/.md/.json' for a in chosen)}")
-    except (ValueError, OSError) as error:
-        raise SystemExit(f"error: {error}") from error
+    runs = SweepRuns(args.sweep_runs)
+    out = args.out or args.sweep_runs / "analysis"
+    name = args.name or args.sweep_runs.parent.name
+    chosen = ANALYSES if args.analysis == "all" else (args.analysis,)
+    out.mkdir(parents=True, exist_ok=True)
+    for analysis in chosen:
+        if analysis == "robustness":
+            result = robustness_table(runs, levels=tuple(args.levels or NOISE_LEVELS), device=args.device)
+        else:
+            result = ANALYSIS_TABLES[analysis](runs)
+        title = f"{_TITLES[analysis]} — {name}, {_seeds(runs)}"
+        PLOTS[analysis](runs, result, out / f"{analysis}.png", title=title)
+        with atomic_open(out / f"{analysis}.md") as handle:
+            handle.write(f"## {title}\n\n{result['markdown']}\n".encode())
+        write_json_atomic(out / f"{analysis}.json", {k: v for k, v in result.items() if k != "markdown"})
+        print(f"## {title}\n\n{result['markdown']}\n")
+    print(f"wrote {', '.join(f'{out / a}.png/.md/.json' for a in chosen)}")
 
 
+ANALYSIS_TABLES = {"unimodal": unimodal, "scores": scores, "gaps": gaps, "ratios": ratios}
 _TITLES = {
     "unimodal": "Each modality alone and inside the model",
     "scores": "Each modality's batch-average score over training",

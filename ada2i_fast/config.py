@@ -8,49 +8,28 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .datasets import DatasetSpec, dataset_spec
+from .devices import PRECISIONS, default_device
+from .kernels import BACKENDS
 from .modalities import ORDER
 
 ENCODERS = ("transformer", "lstm")
 COMPAT_MODES = ("method", "reference")
-PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device computes it natively (devices.py)
+ROLES = ("model", "data", "recipe", "execution")
 
 # The cosine head's scale s (SPEC §2). Chosen on dev splits: see README "The cosine head's scale".
 DEFAULT_AMW_SCALE = 10.0
 
-DATASET_DIMS = {
-    "iemocap": {"a": 512, "t": 768, "v": 1024},
-    "meld": {"a": 300, "t": 768, "v": 342},
-    "mosei": {"a": 512, "t": 768, "v": 1024},
-}
-DATASET_CLASSES = {
-    "iemocap": ("hap", "sad", "neu", "ang", "exc", "fru"),
-    "meld": ("neu", "sup", "fea", "sad", "joy", "dis", "ang"),
-    "mosei": (
-        "strong negative",
-        "negative",
-        "weak negative",
-        "neutral",
-        "weak positive",
-        "positive",
-        "strong positive",
-    ),
-}
-_MODEL_PRESETS = {
-    "iemocap": dict(hidden=300, beta=0.012, rank=11),
-    "meld": dict(hidden=200, beta=0.55, rank=6),
-    "mosei": dict(hidden=200, beta=0.7, rank=8),
-}
-_TRAIN_PRESETS = {
-    "iemocap": dict(lr=1.7e-4, alpha=0.037, start_mod=4),
-    "meld": dict(lr=1.3e-4, alpha=0.42, start_mod=4),
-    "mosei": dict(lr=2e-4, alpha=0.5, start_mod=1),
-}
-DATASETS = tuple(_MODEL_PRESETS)
 
-
-def check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+def setting(default=dataclasses.MISSING, *, role: str, help: str, choices=None, resumable: bool = False,
+            default_factory=dataclasses.MISSING):
+    """A config field that declares, once, what it is: its ``role`` (``model``: what the weights
+    mean; ``data``: read from the corpus, never a flag; ``recipe``: how they are trained;
+    ``execution``: how a run executes), its flag's help and choices, and whether ``--resume`` may
+    change it (``resumable``: it changes neither the numbers nor the files of a run)."""
+    assert role in ROLES, role
+    metadata = dict(role=role, help=help, choices=choices, resumable=resumable)
+    return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -80,19 +59,16 @@ class Semantics:
 
 
 class _Config:
-    """Shared by both configs: presets, copies with changes, and (de)serialisation."""
-
-    _PRESETS: dict = {}
+    """Shared by both configs: presets, copies with changes, (de)serialisation and field roles."""
 
     @classmethod
     def preset(cls, dataset: str, **overrides):
         """The published settings of ``dataset`` (SPEC §4), with keyword overrides."""
-        check_dataset(dataset)
-        return cls(**{**cls._preset_values(dataset), **overrides})
+        return cls(**{**cls._preset_values(dataset_spec(dataset)), **overrides})
 
     @classmethod
-    def _preset_values(cls, dataset: str) -> dict:
-        return dict(cls._PRESETS[dataset])
+    def _preset_values(cls, spec: DatasetSpec) -> dict:
+        raise NotImplementedError
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -101,40 +77,48 @@ class _Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+    def field_names(cls, *roles: str) -> tuple[str, ...]:
+        """Every field's name, or those of the given roles."""
+        return tuple(f.name for f in dataclasses.fields(cls) if not roles or f.metadata["role"] in roles)
+
+    @classmethod
+    def resumable_fields(cls) -> tuple[str, ...]:
+        """The fields ``--resume`` may change (they change neither a run's numbers nor its files)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["resumable"])
 
 
 @dataclass
 class Ada2IConfig(_Config):
-    """The model's hyperparameters (SPEC §2): what a checkpoint's weights mean.
-    ``Ada2IConfig.preset("meld")`` gives the published ones."""
+    """The model's hyperparameters (SPEC §2): what a checkpoint's weights mean. The defaults are the
+    iemocap preset; ``Ada2IConfig.preset("meld")`` gives another dataset's."""
 
-    _PRESETS = _MODEL_PRESETS
-
-    modalities: str = ORDER
-    input_dims: dict[str, int] = field(default_factory=lambda: dict(DATASET_DIMS["iemocap"]))
-    num_classes: int = 6
-    hidden: int = 300
-    rank: int = 11
-    beta: float = 0.012
-    encoder: str = "transformer"
-    encoder_nlayers: int = 2
-    ffn_dim: int = 2048
-    mmt_nlayers: int = 2
-    drop_rate: float = 0.5
-    mmcosine: bool = True
-    amw_scale: float | None = None  # s of the cosine head; None: DEFAULT_AMW_SCALE (method), 1 (reference)
-    lambda_modal: float = 0.0
-    compat: str = "method"
+    modalities: str = setting(ORDER, role="model", help="which modalities the model uses, a subset of atv in any "
+                              "order, e.g. ta (default: those of atv the data has)")
+    input_dims: dict[str, int] = setting(role="data", help="feature dim per modality",
+                                         default_factory=lambda: dict(dataset_spec("iemocap").dims))
+    num_classes: int = setting(6, role="data", help="number of classes")
+    hidden: int = setting(300, role="model", help="hidden size h shared by the encoders' outputs, AFW and the head")
+    rank: int = setting(11, role="model", help="tensor rank R of the AFW tensor ring")
+    beta: float = setting(0.012, role="model", help="AFW residual weight: Y = A*H + beta*H")
+    encoder: str = setting("transformer", role="model", choices=ENCODERS, help="per-modality context encoder")
+    encoder_nlayers: int = setting(2, role="model", help="layers of each encoder")
+    ffn_dim: int = setting(2048, role="model", help="feed-forward width of the transformer encoders")
+    mmt_nlayers: int = setting(2, role="model", help="stacked AFW layers (0: no AFW, as --no-afw)")
+    drop_rate: float = setting(0.5, role="model", help="dropout in the encoders and after each AFW layer")
+    mmcosine: bool = setting(True, role="model", help="the AMW cosine head (--no-mmcosine: the concat head, as --no-amw)")
+    amw_scale: float | None = setting(None, role="model", help="the cosine head's s (default: 10 in method mode, 1 "
+                                      "with --compat reference)")
+    lambda_modal: float = setting(0.0, role="model", help="weight of the auxiliary loss sum_m CE(unimodal logits "
+                                  "of m), which the public code never adds")
+    compat: str = setting("method", role="model", choices=COMPAT_MODES,
+                          help="method: the paper's semantics; reference: the authors' public code's (SPEC §5)")
 
     def __post_init__(self) -> None:
         self.validate()
 
     @classmethod
-    def _preset_values(cls, dataset: str) -> dict:
-        return dict(_MODEL_PRESETS[dataset], input_dims=dict(DATASET_DIMS[dataset]),
-                    num_classes=len(DATASET_CLASSES[dataset]))
+    def _preset_values(cls, spec: DatasetSpec) -> dict:
+        return dict(spec.model_preset, input_dims=dict(spec.dims), num_classes=len(spec.classes))
 
     @classmethod
     def from_dict(cls, values: dict) -> "Ada2IConfig":
@@ -191,33 +175,42 @@ class Ada2IConfig(_Config):
 
 @dataclass
 class TrainConfig(_Config):
-    """The training recipe (SPEC §3, §4) and how a run executes. ``TrainConfig.preset("meld")``."""
-
-    _PRESETS = _TRAIN_PRESETS
+    """The training recipe (SPEC §3, §4) and how a run executes. The defaults are the iemocap
+    preset; ``TrainConfig.preset("meld")`` gives another dataset's."""
 
     # balancing (SPEC §3)
-    alpha: float = 0.037
-    modulation: bool = True
-    grad_noise: bool = True
-    start_mod: int = 4
-    end_mod: int = 50
+    alpha: float = setting(0.037, role="recipe", help="modulation strength: k_m = 1 - tanh(alpha * rho_m) where "
+                           "rho_m > 1")
+    modulation: bool = setting(True, role="recipe", help="gradient modulation of the encoders by k_m (SPEC §3)")
+    grad_noise: bool = setting(True, role="recipe", help="with modulation, add N(0, std(g)^2) to each encoder "
+                               "gradient (the public code's --normalize)")
+    start_mod: int = setting(4, role="recipe", help="first epoch with modulation (1-based)")
+    end_mod: int = setting(50, role="recipe", help="last epoch with modulation")
     # recipe (SPEC §4)
-    lr: float = 1.7e-4
-    weight_decay: float = 1e-8
-    batch_size: int = 10
-    epochs: int = 50
-    patience: int = 20
-    max_grad_norm: float = 2.0
-    seed: int = 12
-    max_skipped_steps: int = 20  # stop after this many consecutive steps with a non-finite loss or gradient
+    lr: float = setting(1.7e-4, role="recipe", help="Adam's learning rate")
+    weight_decay: float = setting(1e-8, role="recipe", help="Adam's weight decay")
+    batch_size: int = setting(10, role="recipe", help="dialogues per batch")
+    epochs: int = setting(50, role="recipe", help="most epochs to train")
+    patience: int = setting(20, role="recipe", help="stop after this many epochs without a better dev weighted F1")
+    max_grad_norm: float = setting(2.0, role="recipe", help="global gradient-norm clip")
+    seed: int = setting(12, role="recipe", help="seeds the weights, dropout, batch order, noise and a synthetic corpus")
+    max_skipped_steps: int = setting(20, role="recipe", help="stop after this many consecutive steps with a "
+                                     "non-finite loss or gradient")
     # execution
-    device: str = "cpu"
-    precision: str = "fp32"  # "bf16": bfloat16 autocast of the forward pass
-    bucket: bool = True  # length-bucketed batches
-    compile: bool = False  # torch.compile the encoders
-    log_every: int = 0  # read the running loss every N steps (0: once per epoch)
-    progress: bool = True  # tqdm bars
-    trace: bool = False  # per-step balance diagnostics in steps.jsonl
+    device: str = setting(role="execution", resumable=True, default_factory=default_device,
+                          help="where to train, e.g. cpu, cuda, cuda:1 (default: cuda where there is one, else cpu)")
+    backend: str = setting("auto", role="execution", resumable=True, choices=BACKENDS,
+                           help="the fused ops' implementation: auto is Triton on CUDA and torch on the CPU")
+    precision: str = setting("fp32", role="execution", choices=PRECISIONS,
+                             help="bf16: bfloat16 autocast of the forward pass; auto: bf16 where the device computes "
+                             "it natively")
+    bucket: bool = setting(True, role="execution", help="length-bucketed batches (less padding)")
+    compile: bool = setting(False, role="execution", help="torch.compile the encoders")
+    log_every: int = setting(0, role="execution", resumable=True,
+                             help="show the running loss every N steps (0: once per epoch)")
+    progress: bool = setting(True, role="execution", resumable=True, help="progress bars (--quiet: none)")
+    trace: bool = setting(False, role="execution", help="write steps.jsonl: per step, each modality's score, rho, "
+                          "k, encoder gradient norm before and after modulation and weight update norm")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -242,6 +235,11 @@ class TrainConfig(_Config):
     def modulates(self, epoch: int) -> bool:
         """Whether gradient modulation runs in ``epoch`` (1-based)."""
         return self.modulation and self.start_mod <= epoch <= self.end_mod
+
+
+    @classmethod
+    def _preset_values(cls, spec: DatasetSpec) -> dict:
+        return dict(spec.train_preset)
 
 
 def _check_int(name: str, value, minimum: int) -> None:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import torch
 
-from .config import PRECISIONS
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device computes it natively
+
+
+def default_device() -> str:
+    """CUDA where there is one, else the CPU: the device a run takes when none is named."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def check_device(name: str) -> torch.device:

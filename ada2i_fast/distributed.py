@@ -46,16 +46,91 @@ _ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
 @dataclass(frozen=True)
 class Context:
-    """This process's place in the process group."""
+    """This process's place in its run: a torchrun process group (``joined``), or a process alone
+    (:data:`SINGLE`), whose collectives return at once what a group of one would. Callers never
+    ask which; every collective below is a method that does the right thing for both."""
 
-    rank: int
-    world_size: int
-    local_rank: int
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    joined: bool = False
 
     @property
     def is_main(self) -> bool:
         """Rank 0: the one that prints and writes the run's files."""
         return self.rank == 0
+
+    def gather(self, obj: T) -> list[T]:
+        """``obj`` of every rank, in rank order, on every rank."""
+        return gather_objects(obj) if self.joined else [obj]
+
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """``fn()`` run on rank 0 alone (a file it reads or writes), its result given to every rank; when
+        it fails, every rank fails with its message (none waits for a collective that never comes)."""
+        if not self.joined:
+            return fn()
+        if self.is_main:
+            try:
+                result = fn()
+            except _ERRORS as error:
+                broadcast_object((False, str(error)))
+                raise
+            return broadcast_object((True, result))[1]
+        ok, value = broadcast_object(None)
+        if not ok:
+            raise ValueError(f"rank 0: {value}")
+        return value
+
+    def on_every_rank(self, fn: Callable[[], T]) -> T:
+        """``fn()`` run on every rank; when it fails on any rank, every rank fails, naming the first one."""
+        if not self.joined:
+            return fn()
+        try:
+            result, error = fn(), None
+        except _ERRORS as caught:
+            result, error = None, caught
+        messages = gather_objects(None if error is None else str(error))
+        if error is not None:
+            raise error if self.is_main else ValueError(f"rank {self.rank}: {error}")
+        failed = [(rank, message) for rank, message in enumerate(messages) if message is not None]
+        if failed:
+            rank, message = failed[0]
+            raise ValueError(f"rank {rank}: {message}")
+        return result
+
+    def share_parameters(self, module: torch.nn.Module, seed: int) -> None:
+        """Rank 0's parameters and buffers on every rank; then each rank's own random stream (dropout),
+        rank 0 keeping a single process's."""
+        if not self.joined:
+            return
+        with torch.no_grad():
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=0)
+        if self.rank:
+            torch.manual_seed(rank_seed(seed, self.rank))
+
+    def all_reduce_step(self, params: list[torch.nn.Parameter], values: list[Tensor], stop: bool
+                        ) -> tuple[list[Tensor], Tensor]:
+        """See :func:`all_reduce_step`; alone, ``values`` as they are and the stop flag as a CPU tensor."""
+        if not self.joined:
+            return values, torch.tensor(float(stop))
+        return all_reduce_step(params, values, stop)
+
+    def stop_vote(self) -> "StopVote":
+        """How this run agrees to stop: alone at once, in a group after the same step everywhere."""
+        return StopVote() if self.joined else _OwnStop()
+
+    def agree(self, value: T, disagreement: str) -> T:
+        """``value`` when every rank has the same one, else ``ValueError("rank R " + disagreement)``
+        naming the first rank whose value differs from rank 0's."""
+        values = self.gather(value)
+        other = next((rank for rank, found in enumerate(values) if found != values[0]), None)
+        if other is not None:
+            raise ValueError(f"rank {other} {disagreement}")
+        return value
+
+
+SINGLE = Context()
 
 
 def launched_by_torchrun() -> bool:
@@ -80,7 +155,7 @@ def init(device: str) -> tuple[Context, str]:
         dist.init_process_group("nccl", rank=rank, world_size=world_size, device_id=target)
     else:
         dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    return Context(rank, world_size, local_rank), str(target)
+    return Context(rank, world_size, local_rank, joined=True), str(target)
 
 
 def initialized() -> bool:
@@ -92,12 +167,12 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def current() -> Context | None:
-    """The process group this process has joined; None in a single process. (A group of one, from
-    ``torchrun --nproc_per_node=1``, takes the distributed path with collectives over itself.)"""
+def current() -> Context:
+    """The process group this process has joined, or :data:`SINGLE`. (A group of one, from
+    ``torchrun --nproc_per_node=1``, runs its collectives over itself.)"""
     if not initialized():
-        return None
-    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return SINGLE
+    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), joined=True)
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -118,50 +193,7 @@ def gather_objects(obj: T) -> list[T]:
     return out
 
 
-def broadcast_parameters(module: torch.nn.Module) -> None:
-    """Rank 0's parameters and buffers on every rank."""
-    with torch.no_grad():
-        for tensor in module.state_dict().values():
-            dist.broadcast(tensor, src=0)
-
-
 _ERRORS = (ValueError, FileNotFoundError)
-
-
-def on_main(ctx: Context | None, fn: Callable[[], T]) -> T:
-    """``fn()`` run on rank 0 alone (a file it reads or writes), its result given to every rank; when
-    it fails, every rank fails with its message (none waits for a collective that never comes)."""
-    if ctx is None:
-        return fn()
-    if ctx.is_main:
-        try:
-            result = fn()
-        except _ERRORS as error:
-            broadcast_object((False, str(error)))
-            raise
-        return broadcast_object((True, result))[1]
-    ok, value = broadcast_object(None)
-    if not ok:
-        raise ValueError(f"rank 0: {value}")
-    return value
-
-
-def on_every_rank(ctx: Context | None, fn: Callable[[], T]) -> T:
-    """``fn()`` run on every rank; when it fails on any rank, every rank fails, naming the first one."""
-    if ctx is None:
-        return fn()
-    try:
-        result, error = fn(), None
-    except _ERRORS as caught:
-        result, error = None, caught
-    messages = gather_objects(None if error is None else str(error))
-    if error is not None:
-        raise error if ctx.is_main else ValueError(f"rank {ctx.rank}: {error}")
-    failed = [(rank, message) for rank, message in enumerate(messages) if message is not None]
-    if failed:
-        rank, message = failed[0]
-        raise ValueError(f"rank {rank}: {message}")
-    return result
 
 
 def all_reduce_step(params: list[torch.nn.Parameter], values: list[Tensor], stop: bool) -> tuple[list[Tensor], Tensor]:
@@ -219,3 +251,13 @@ class StopVote:
         if event is not None:
             event.synchronize()
         return bool(value > 0)
+
+
+class _OwnStop(StopVote):
+    """A process alone stops after the step during which it was asked to (its flag is a CPU tensor)."""
+
+    def push(self, flag: Tensor) -> bool:
+        return bool(flag)
+
+    def drain(self) -> bool:
+        return False

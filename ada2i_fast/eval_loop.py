@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from .data import Split, iterate_batches
-from .distributed import gather_objects
+from .distributed import SINGLE, Context
 from .model import Ada2I
 
 
@@ -55,17 +55,18 @@ class Evaluation:
 
 
 def evaluate_split(
-    model: Ada2I, split: Split, *, batch_size: int, device: torch.device, rank: int = 0, world_size: int = 1
+    model: Ada2I, split: Split, *, batch_size: int, device: torch.device, context: Context = SINGLE
 ) -> Evaluation:
     """Eval-mode pass over ``split``; the loss is L_cls + L_feature averaged over batches.
 
-    ``world_size`` > 1 (a distributed run; every rank calls this): rank r runs the batches r,
+    In a process group (``context``; every rank calls this) rank r runs the batches r,
     r + world_size, ... whole, and the per-batch results are gathered in batch order, so every rank
     gets the Evaluation of a single process (the same batches, so the same numbers in both modes,
     up to float rounding on another device)."""
+    rank, world_size = context.rank, context.world_size
     parts = _run_batches(model, split, batch_size, device, rank, world_size)
     if world_size > 1:
-        parts = _in_batch_order(gather_objects([tuple(x.cpu() for x in part) for part in parts]), world_size)
+        parts = _in_batch_order(context.gather([tuple(x.cpu() for x in part) for part in parts]), world_size)
     losses, labels, predictions, unimodal = zip(*parts)
     y_true = torch.cat(labels).cpu().numpy()
     y_pred = torch.cat(predictions).cpu().numpy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .cli import console_script, user_errors_as_one_line
 from .devices import check_device
 from .eval_loop import evaluate_split
 from .saved_model import add_saved_model_flags, open_checkpoint_and_corpus
@@ -15,12 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@user_errors_as_one_line
 def main(argv=None) -> dict:
     """The CLI; returns the report's summary. Bad flags, files or checkpoints end in one ``error:`` line."""
-    try:
-        return report(build_parser().parse_args(argv))
-    except (ValueError, FileNotFoundError) as error:  # bad checkpoint or data: one clear line, no traceback
-        raise SystemExit(f"error: {error}") from error
+    return report(build_parser().parse_args(argv))
 
 
 def report(args: argparse.Namespace) -> dict:
@@ -32,10 +31,7 @@ def report(args: argparse.Namespace) -> dict:
     return result.summary(corpus.classes)
 
 
-def console() -> None:
-    """The ``ada2i-evaluate`` script (a console script exits with what it returns)."""
-    main()
-
+console = console_script(main)
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ class Modality:
 MODALITIES = (Modality("a", "audio"), Modality("t", "text"), Modality("v", "visual"))
 ORDER = "".join(m.letter for m in MODALITIES)  # "atv": the order of SPEC §3's chain products
 LEGACY_FIELDS = {m.letter: m.legacy_field for m in MODALITIES}
+NAMES = LEGACY_FIELDS  # the legacy files name each modality by its full name, as every report does
 
 
 def in_order(letters) -> str:

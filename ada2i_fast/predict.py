@@ -25,8 +25,8 @@ import torch
 from .atomic import atomic_open, strict_json
 from .data import Split, iterate_batches
 from .data.batching import batch_order
-from .config import PRECISIONS
-from .devices import check_device
+from .cli import user_errors_as_one_line
+from .devices import PRECISIONS, check_device
 from .model import Ada2I
 from .saved_model import add_saved_model_flags, open_checkpoint_and_corpus
 
@@ -48,14 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@user_errors_as_one_line
 def main(argv=None) -> None:
     """The CLI (returns None: console scripts exit with what ``main`` returns). Bad flags, files or
     checkpoints end in one ``error:`` line."""
-    args = build_parser().parse_args(argv)
-    try:
-        write_predictions(args)
-    except (ValueError, OSError) as error:
-        raise SystemExit(f"error: {error}") from error
+    write_predictions(build_parser().parse_args(argv))
 
 
 def write_predictions(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from .torch_file import load_weights, read_checkpoint
-from .config import DATASETS, Ada2IConfig
+from .config import Ada2IConfig
+from .datasets import DATASETS
 from .kernels import RANK_PROJECTIONS
 
 _FIRST_RANK_KEY = "net.mmt.layers.0.attention.trans_q1.0.lin.weight"

@@ -18,6 +18,7 @@ import json
 import re
 from pathlib import Path
 
+from .cli import user_errors_as_one_line
 from .plots import RunCurves, plot_balance, plot_confusion, plot_dev_f1
 
 
@@ -32,14 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@user_errors_as_one_line
 def main(argv=None) -> None:
     """The CLI (returns None: console scripts exit with what ``main`` returns). A folder that is not a
     finished run ends in one ``error:`` line."""
     args = build_parser().parse_args(argv)
-    try:
-        write_report(args.run_dirs, args.out or default_out(args.run_dirs))
-    except (ValueError, OSError) as error:
-        raise SystemExit(f"error: {error}") from error
+    write_report(args.run_dirs, args.out or default_out(args.run_dirs))
 
 
 def write_report(run_dirs: list[Path], out: Path) -> list[Path]:

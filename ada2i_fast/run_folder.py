@@ -15,14 +15,11 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from .atomic import atomic_open, strict_json
 from .data import Corpus
-from .torch_file import read_checkpoint
 
 RUN_FILES = ("metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "summary.json", "training.png")
-STATE_FORMAT = "ada2i_fast/run-state/1"
 
 
 def prepare_out(out: Path, *, overwrite: bool) -> None:
@@ -68,25 +65,6 @@ def data_identity(corpus: Corpus) -> str:
         for array in (split.offsets, split.labels, *(split.features[m] for m in sorted(split.features))):
             digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
     return digest.hexdigest()
-
-
-def save_state(path: Path, state: dict) -> None:
-    """Write ``state`` (tensors, numbers, strings and containers) atomically."""
-    with atomic_open(path) as handle:
-        torch.save({"format": STATE_FORMAT, **state}, handle)
-
-
-def load_state(run_dir: Path) -> dict:
-    """The state saved in ``run_dir/last.pt``; names what is missing or wrong."""
-    path = run_dir / "last.pt"
-    if run_dir.is_dir():
-        remove_torn_writes(run_dir)
-    if not path.is_file():
-        raise ValueError(f"--resume {run_dir}: no last.pt there (a run writes it after each epoch)")
-    state = read_checkpoint(path)
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path}: not a run state of this package (expected format {STATE_FORMAT!r})")
-    return state
 
 
 def read_history(run_dir: Path, epochs: int) -> list[dict]:

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import os
-
-import torch
 
 from .checkpoint import load_any_checkpoint
-from .config import DATASETS, TrainConfig
+from .cli import add_data_flag
+from .config import TrainConfig
 from .data import Corpus, load_corpus
+from .datasets import DATASETS, SPLITS, dataset_spec
+from .devices import default_device
 from .model import Ada2I
 
 
 def add_saved_model_flags(parser: argparse.ArgumentParser) -> None:
     """--checkpoint, --data, --dataset, --split and --device, as every command on a saved model takes them."""
     parser.add_argument("--checkpoint", required=True, help="best.pt of a training run, or an authors' checkpoint")
-    parser.add_argument(
-        "--data",
-        default=os.environ.get("ADA2I_DATA"),
-        help="legacy pickle, cache or transcript corpus; default: the data recorded in the checkpoint",
-    )
-    parser.add_argument("--dataset", choices=DATASETS, default=None, help="needed for authors' checkpoints")
-    parser.add_argument("--split", choices=("train", "dev", "test"), default="test", help="(default: test)")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    parser.add_argument("--device", default=device, help=f"(default: {device})")
+    add_data_flag(parser, "legacy pickle, cache or transcript corpus to apply the model to; without it and "
+                  "$ADA2I_DATA, the data recorded in the checkpoint")
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default=None,
+                        help="the data layout, needed for an authors' checkpoint that does not record it")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="which split (default: test)")
+    parser.add_argument("--device", default=default_device(),
+                        help="where the model runs (default: cuda where there is one, else cpu)")
 
 
 def open_checkpoint_and_corpus(checkpoint, data, dataset: str | None) -> tuple[Ada2I, Corpus, TrainConfig]:
@@ -53,6 +51,8 @@ def open_checkpoint_and_corpus(checkpoint, data, dataset: str | None) -> tuple[A
         synthetic=metadata.get("synthetic", "redundant"),
     ).validate(num_classes=model.config.num_classes)
     trained_on = metadata.get("classes")
+    if trained_on is not None:  # checkpoints written before the class table had full names hold abbreviations
+        trained_on = dataset_spec(dataset_name).canonical(trained_on, metadata.get("task", "7class"))
     if trained_on is not None and list(trained_on) != list(corpus.classes):
         raise ValueError(
             f"the checkpoint predicts the classes {', '.join(trained_on)}; the data at {corpus.source} has "

@@ -9,7 +9,7 @@ import torch
 from .balance import apply_modulation, disparity_ratios, modulation_coefficients
 from .batch import Batch
 from .config import TrainConfig
-from .distributed import all_reduce_step
+from .distributed import SINGLE, Context
 from .model import Ada2I, total_loss
 
 
@@ -23,11 +23,13 @@ def make_optimizer(model: Ada2I, train_config: TrainConfig) -> torch.optim.Adam:
 
 @dataclass(frozen=True)
 class ShardStep:
-    """This process's part in a step of a distributed run (``distributed``): ``share`` of the global
-    batch's real utterances (0 for an empty shard), and whether this process was asked to stop."""
+    """This process's part in a step: ``share`` of the global batch's real utterances (0 for an
+    empty shard; 1 for a process alone), whether this process was asked to stop, and its place in
+    the run (``distributed.Context``)."""
 
-    share: float
+    share: float = 1.0
     stop: bool = False
+    context: Context = SINGLE
 
 
 def train_step(
@@ -50,12 +52,12 @@ def train_step(
     caller's choice, so with the fused optimizer of :func:`make_optimizer` nothing here waits for
     the device.
 
-    ``shard`` (distributed runs): ``batch`` is this process's shard of a global batch. Its loss is
-    weighted by ``shard.share`` before the backward pass, then one all-reduce sums the gradients,
-    the weighted loss terms and unimodal losses and the disparity scores over the processes
-    (:func:`distributed.all_reduce_step`), so everything after it, and everything logged, is the
-    global batch's, identical on every process. The logs then also hold ``stop_requested``, the
-    number of processes that asked to stop.
+    ``shard``: ``batch`` is this process's shard of a global batch (default: all of it, one process).
+    Its loss is weighted by ``shard.share`` before the backward pass, then one all-reduce over the
+    processes of ``shard.context`` (none for a process alone) sums the gradients, the weighted loss
+    terms and unimodal losses and the disparity scores (:func:`distributed.all_reduce_step`), so
+    everything after it, and everything logged, is the global batch's, identical on every process.
+    ``stop_requested`` counts the processes that asked to stop.
 
     ``unimodal_score`` is each modality's mean probability of the gold class (s_m over the number of
     utterances). ``trace`` adds, per modality, the 2-norm of its encoder's gradients after clipping,
@@ -70,19 +72,17 @@ def train_step(
     unimodal = model.unimodal_losses(output).detach()
     scores = output.scores
     utterances = torch.full((), float(output.labels.numel()), device=scores.device)
-    extra = {}
-    if shard is None:
-        loss.backward()
-    else:
-        (loss * shard.share).backward()
-        values = [t.detach() * shard.share for t in terms.values()] + [unimodal * shard.share, scores, utterances]
-        if shard.share == 0:  # an empty shard: its step ran for the gradients' layout; it adds exactly 0
-            torch._foreach_zero_([p.grad for p in model.parameters() if p.grad is not None])
-            values = [torch.zeros_like(v) for v in values]
-        reduced, extra["stop_requested"] = all_reduce_step(list(model.parameters()), values, shard.stop)
-        terms = dict(zip(terms, reduced))
-        unimodal, scores, utterances = reduced[len(terms):]
-        loss = total_loss(terms)
+    shard = shard or ShardStep()
+    (loss * shard.share).backward()
+    values = [t.detach() * shard.share for t in terms.values()] + [unimodal * shard.share, scores, utterances]
+    if shard.share == 0:  # an empty shard: its step ran for the gradients' layout; it adds exactly 0
+        torch._foreach_zero_([p.grad for p in model.parameters() if p.grad is not None])
+        values = [torch.zeros_like(v) for v in values]
+    reduced, stop_requested = shard.context.all_reduce_step(list(model.parameters()), values, shard.stop)
+    terms = dict(zip(terms, reduced))
+    unimodal, scores, utterances = reduced[len(terms):]
+    loss = total_loss(terms)
+    extra = {"stop_requested": stop_requested}
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.max_grad_norm)
     skipped = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
     ratios = disparity_ratios(scores)

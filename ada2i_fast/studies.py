@@ -19,11 +19,9 @@ from typing import Callable
 
 import torch
 
-from .config import TrainConfig
-from .devices import check_device
-from .kernels import use_backend
-from .run_folder import data_identity, prepare_out
-from .train import build_parser, configs_from_args, fit, open_corpus
+from .devices import check_device, default_device
+from .run_setup import new_run
+from .train import build_parser
 
 OPTUNA_MISSING = 'error: this command needs optuna; install it with: pip install "ada2i-fast[sweep]"'
 
@@ -149,7 +147,7 @@ def check_trainer_flags(trainer_argv: list[str], *, command: str, reserved: tupl
     if args.data and not Path(args.data).exists():
         raise SystemExit(f"error: --data {args.data}: no such file or folder")
     try:
-        check_device(args.device)
+        check_device(args.device or default_device())
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     return args
@@ -158,35 +156,15 @@ def check_trainer_flags(trainer_argv: list[str], *, command: str, reserved: tupl
 def train_run(trainer_argv: list[str], out: Path, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
     """Train as ``python -m ada2i_fast.train TRAINER_ARGV --out OUT`` would, replacing a run left in
     ``out`` (a failed trial's); what it prints goes to ``out/train.log``. Returns the run's summary.
-    A run stopped by SIGINT or SIGTERM raises KeyboardInterrupt."""
-    args = build_parser().parse_args([*trainer_argv, "--out", str(out), "--quiet"])
-    check_device(args.device)
-    prepare_out(out, overwrite=True)
+    A run stopped by SIGINT or SIGTERM raises ``trainer.RunInterrupted``, a KeyboardInterrupt, which
+    optuna records as a failed trial before it stops the worker."""
+    args = build_parser().parse_args([*trainer_argv, "--out", str(out), "--quiet", "--overwrite"])
+    out.mkdir(parents=True, exist_ok=True)
     with open(out / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        corpus = _corpus(args)
-        model_config, train_config = configs_from_args(args, corpus)
-        run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
-                        synthetic=args.synthetic, classes=list(corpus.classes), data_identity=data_identity(corpus))
-        try:
-            with use_backend(args.backend):
-                return fit(corpus, model_config, train_config, out, run_info, on_epoch_end=on_epoch_end)
-        except SystemExit as stopped:
-            # fit ends on SIGINT/SIGTERM with a SystemExit, which optuna would leave as a RUNNING
-            # trial; it marks a trial that ends in KeyboardInterrupt failed.
-            raise KeyboardInterrupt(getattr(stopped, "message", str(stopped))) from stopped
+        return new_run(args, corpora=_corpora).run(on_epoch_end)
 
 
-_corpora: dict = {}
-
-
-def _corpus(args: argparse.Namespace):
-    """The run's corpus, built once per process for each (data, seed, size) a worker meets."""
-    seed = args.seed if args.seed is not None else TrainConfig.preset(args.dataset).seed
-    key = (args.dataset, args.data, seed, args.size, args.task, args.synthetic)
-    if key not in _corpora:
-        _corpora[key] = open_corpus(args.dataset, args.data, seed=seed, size=args.size, task=args.task,
-                                    synthetic=args.synthetic)
-    return _corpora[key]
+_corpora: dict = {}  # the corpora a worker process has opened, by (dataset, data, seed, size, task, family)
 
 
 def where(path: Path) -> str:

@@ -9,7 +9,7 @@ Markdown table, a JSON file and a chart.
 
 Each (variant, seed) cell is one queued trial of an optuna study in an RDB storage. Worker
 processes (``--workers``, here or on any machine naming the same ``--storage``) take queued trials
-one at a time, train each with ``train.fit`` into its own run folder, and store its F1 scores as
+one at a time, train each with ``studies.train_run`` into its own run folder, and store its F1 scores as
 trial attributes; running the command again queues only the cells that have not completed, and
 ``--report-only`` rebuilds the report from the study alone.
 """
@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from .atomic import atomic_open, write_json_atomic
-from .modalities import ORDER, in_order
+from .cli import console_script, user_errors_as_one_line
+from .modalities import NAMES, ORDER, in_order
 from .plots import plot_variant_gaps
 from .studies import (
     add_study_flags, check_trainer_flags, load_finished_study, open_storage, require_optuna, run_workers,
@@ -52,7 +53,6 @@ VARIANTS = SUBSETS + tuple(ABLATIONS)
 DEFAULT_SEEDS = (12, 13, 14)
 # Flags the sweep sets for every trial.
 RESERVED = ("out", "resume", "overwrite", "seed", "modalities")
-_MODALITY_NAMES = {"a": "audio", "t": "text", "v": "visual"}
 
 
 def variant_flags(variant: str, full: str) -> list[str]:
@@ -72,7 +72,7 @@ def kind_of(variant: str, full: str) -> str:
 def describe(variant: str, full: str) -> str:
     if variant in ABLATIONS:
         return ABLATIONS[variant][1]
-    names = " + ".join(_MODALITY_NAMES[m] for m in variant)
+    names = " + ".join(NAMES[m] for m in variant)
     return f"{names} (full model)" if variant == full else names
 
 
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@user_errors_as_one_line
 def main(argv=None) -> dict:
     own, trainer_flags = split_trainer_flags(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(own)
@@ -326,10 +327,7 @@ def write_report(report: dict, prefix: Path) -> None:
                           title=f"Ada2I modality sweep ({' '.join(report['trainer_flags'])}; {len(report['seeds'])} seeds)")
 
 
-def console() -> None:
-    """The ``ada2i-sweep`` script (a console script exits with what it returns)."""
-    main()
-
+console = console_script(main)
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .atomic import write_json_atomic
+from .cli import console_script, user_errors_as_one_line
 from .studies import (
     add_study_flags, check_trainer_flags, open_storage, require_optuna, run_workers, split_trainer_flags,
     start_study, storage_url, train_run, where,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@user_errors_as_one_line
 def main(argv=None) -> dict:
     own, trainer_flags = split_trainer_flags(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(own)
@@ -128,7 +130,7 @@ def train_trial(trial, *, out: Path, worker: int) -> float:
 
 
 def epoch_reporter(trial):
-    """fit's ``on_epoch_end``: report the epoch's dev weighted F1, and prune the trial if the pruner says so."""
+    """The trainer's ``on_epoch_end``: report the epoch's dev weighted F1, and prune the trial if the pruner says so."""
     optuna = require_optuna()
 
     def report(record: dict) -> None:
@@ -157,10 +159,7 @@ def best_parameters(study) -> dict:
     )
 
 
-def console() -> None:
-    """The ``ada2i-tune`` script (a console script exits with what it returns)."""
-    main()
-
+console = console_script(main)
 
 if __name__ == "__main__":
     main()

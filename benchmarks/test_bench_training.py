@@ -161,3 +161,11 @@ def test_epoch(benchmark, way):
     benchmark.pedantic(epoch, rounds=1 if SMOKE else 2, iterations=1)
     benchmark.extra_info["padding_waste"] = padding_waste(split, recipe.batch_size, **order)
     _record(benchmark, split.num_utterances)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_synthetic_corpus_generation(benchmark, dataset):
+    """Building a full-size synthetic corpus (what every run without --data does first)."""
+    corpus = benchmark.pedantic(make_synthetic, args=(dataset,), kwargs=dict(seed=1, size=0.05 if SMOKE else 1.0),
+                                rounds=1 if SMOKE else 3, iterations=1)
+    assert corpus.splits["train"].num_utterances > 0

@@ -71,7 +71,8 @@ def test_real_meld_through_the_legacy_loader(real, meld_pkl):
     assert (raw.splits["test"].num_dialogues, raw.splits["test"].num_utterances) == REAL["test"]
     train_labels = train_and_dev.labels[: REAL["train"][1]]
     counts = dict(zip(raw.classes, np.bincount(train_labels, minlength=7).tolist()))
-    assert counts == {"neu": 4710, "sup": 1205, "fea": 268, "sad": 683, "joy": 1743, "dis": 271, "ang": 1109}
+    assert counts == {"neutral": 4710, "surprise": 1205, "fear": 268, "sadness": 683, "joy": 1743, "disgust": 271,
+                      "anger": 1109}
     assert train_and_dev.lengths.max() == 24 and raw.splits["test"].lengths.max() == 33
 
     corpus = load_corpus("meld", meld_pkl, seed=12)

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ada2i_fast import train
+from ada2i_fast import run_setup, train, trainer
 from ada2i_fast.data import make_synthetic
 from ada2i_fast.data.batching import batch_order, iterate_shards, shard_dialogues
 from ada2i_fast.data.corpus import dialogue_rows
@@ -60,7 +60,7 @@ def _worker(rank, world_size, port, argv, logs, interrupt):
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     sys.stdout, sys.stderr = log, log
-    train.open_corpus = _open_small_corpus
+    run_setup.open_corpus = _open_small_corpus
     if interrupt is not None and rank == interrupt["rank"]:
         calls = {"n": 0}
 
@@ -70,7 +70,7 @@ def _worker(rank, world_size, port, argv, logs, interrupt):
                 os.kill(os.getpid(), signal.SIGINT)  # recorded by the handler; the step still runs whole
             return train_step(*args, **kwargs)
 
-        train.train_step = step
+        trainer.train_step = step
     try:
         train.main(argv)
         code = 0
@@ -100,7 +100,7 @@ def runs(tmp_path_factory):
     """The same run in one process and in two."""
     root = tmp_path_factory.mktemp("distributed")
     mp_patch = pytest.MonkeyPatch()
-    mp_patch.setattr(train, "open_corpus", _open_small_corpus)
+    mp_patch.setattr(run_setup, "open_corpus", _open_small_corpus)
     try:
         single = train.main([*FLAGS, "--out", str(root / "one")])
     finally:
@@ -116,7 +116,7 @@ def test_two_processes_train_as_one(runs):
     splits = small_corpus().splits  # what FLAGS' comment says of the batches
     assert (splits["train"].num_dialogues % 3, splits["test"].num_dialogues) == (1, 8)
     one, two = _last_state(root / "one"), _last_state(root / "two")
-    assert two["world_size"] == 2 and len(two["rng_per_rank"]) == 2
+    assert two["world_size"] == 2 and len(two["rng"]) == 2
     for name, want in one["model"].items():
         torch.testing.assert_close(two["model"][name], want, rtol=1e-4, atol=1e-6, msg=name)
     metrics_one, metrics_two = _metrics(root / "one"), _metrics(root / "two")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets import SPLITS, dataset_spec
 from ..modalities import ORDER
 from .corpus import Corpus, Split
 from .legacy import read_legacy
@@ -34,7 +35,6 @@ VERSION = 2  # 2: a sha256 per array, the source pickle compared by its bytes
 MANIFEST = "manifest.json"
 LEGACY = "legacy-pickle"  # source kinds: a legacy pickle's cache, or TRANSCRIPTS (data.transcripts)
 TRANSCRIPTS = "transcripts"
-SPLIT_NAMES = ("train", "dev", "test")
 ARRAY_KEYS = (*ORDER, "labels", "speakers", "offsets")
 REQUIRED_KEYS = ("labels", "speakers", "offsets")
 
@@ -242,8 +242,8 @@ def _structure_problem(manifest: dict) -> str | None:
     ):
         return "the source record of a legacy cache needs the pickle's 'size' and 'sha256'"
     splits = manifest.get("splits")
-    if not isinstance(splits, dict) or not splits or not set(splits) <= set(SPLIT_NAMES):
-        return f"'splits' must map some of {', '.join(SPLIT_NAMES)} to their arrays"
+    if not isinstance(splits, dict) or not splits or not set(splits) <= set(SPLITS):
+        return f"'splits' must map some of {', '.join(SPLITS)} to their arrays"
     for name, info in splits.items():
         if not isinstance(info, dict) or not _is_list_of(info.get("dialogue_ids"), str):
             return f"split {name!r} needs a list of string 'dialogue_ids'"
@@ -298,7 +298,10 @@ def load_cache(
             offsets=np.array(arrays["offsets"]),
             dialogue_ids=tuple(info["dialogue_ids"]),
         )
-    corpus = Corpus(manifest["dataset"], tuple(manifest["classes"]), splits, str(directory))
+    classes = tuple(manifest["classes"])
+    if legacy:  # caches written before the class table had full names recorded the abbreviations
+        classes = dataset_spec(manifest["dataset"]).canonical(classes, manifest["task"] or "7class")
+    corpus = Corpus(manifest["dataset"], classes, splits, str(directory))
     try:
         return corpus.validate()
     except ValueError as error:

@@ -7,20 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..config import DATASET_CLASSES, check_dataset
 from ..modalities import in_order
-
-MOSEI_TASKS = {"7class": DATASET_CLASSES["mosei"], "2class": ("negative", "positive")}
-
-
-def dataset_classes(dataset: str, task: str = "7class") -> tuple[str, ...]:
-    """Class names in index order; ``task`` ("7class" / "2class") only matters for mosei."""
-    check_dataset(dataset)
-    if dataset != "mosei":
-        return DATASET_CLASSES[dataset]
-    if task not in MOSEI_TASKS:
-        raise ValueError(f"unknown mosei task {task!r}; expected one of {', '.join(MOSEI_TASKS)}")
-    return MOSEI_TASKS[task]
 
 
 def dialogue_rows(offsets: np.ndarray, dialogues: np.ndarray) -> np.ndarray:

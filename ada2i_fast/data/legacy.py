@@ -18,7 +18,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..modalities import LEGACY_FIELDS
-from .corpus import Corpus, Split, dataset_classes
+from ..datasets import dataset_spec
+from .corpus import Corpus, Split
 from .safe_pickle import safe_load_file
 
 SPLIT_KEYS = {
@@ -56,7 +57,7 @@ def read_legacy(path: str | PathLike, dataset: str, *, task: str = "7class") -> 
 
     Dialogue ids (strings, or ints turned into strings) must be unique within and across splits.
     """
-    classes = dataset_classes(dataset, task)
+    classes = dataset_spec(dataset).class_names(task)
     data = safe_load_file(path)
     try:
         return _read_corpus(data, dataset, task, classes, str(path))

@@ -6,8 +6,8 @@ from os import PathLike
 from pathlib import Path
 
 from .cache import load_cache, load_or_build
-from ..config import check_dataset
-from .corpus import Corpus, dataset_classes
+from ..datasets import dataset_spec
+from .corpus import Corpus
 from .legacy import add_dev_split
 from .synthetic import make_synthetic
 
@@ -28,8 +28,7 @@ def load_corpus(
     file or under ``cache_dir``), a cache directory, or None for :func:`make_synthetic` with
     ``seed``, ``synthetic_size`` and the family ``synthetic``. ``seed`` also drives IEMOCAP's dev carve (SPEC §1).
     """
-    check_dataset(dataset)
-    dataset_classes(dataset, task)  # rejects an unknown mosei task before touching any file
+    dataset_spec(dataset).class_names(task)  # rejects an unknown dataset or task before touching any file
     if path is None:
         return make_synthetic(dataset, seed=seed, size=synthetic_size, task=task, family=synthetic).validate()
     path = Path(path)

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import DATASET_DIMS, DATASETS
-from .corpus import Corpus, Split, dataset_classes
+from ..datasets import DATASETS, dataset_spec
+from .corpus import Corpus, Split
 
 MIN_DIALOGUES = 3
 
@@ -57,14 +57,14 @@ FAMILIES = ("redundant", "complementary")
 # apart. Fixed before any ablation ran on it (README, "Does the balancing help?").
 VIEWS = {
     "meld": {
-        "t": (("neu",), ("joy", "sup"), ("ang", "sad"), ("dis", "fea")),
-        "a": (("sup", "fea", "joy", "ang"), ("neu", "sad", "dis")),
-        "v": (("joy",), ("sup", "fea"), ("neu", "sad", "dis", "ang")),
+        "t": (("neutral",), ("joy", "surprise"), ("anger", "sadness"), ("disgust", "fear")),
+        "a": (("surprise", "fear", "joy", "anger"), ("neutral", "sadness", "disgust")),
+        "v": (("joy",), ("surprise", "fear"), ("neutral", "sadness", "disgust", "anger")),
     },
     "iemocap": {
-        "t": (("hap", "exc"), ("ang", "fru"), ("sad",), ("neu",)),
-        "a": (("exc", "ang", "fru"), ("hap", "sad", "neu")),
-        "v": (("hap", "exc"), ("ang",), ("sad", "neu", "fru")),
+        "t": (("happy", "excited"), ("angry", "frustrated"), ("sad",), ("neutral",)),
+        "a": (("excited", "angry", "frustrated"), ("happy", "sad", "neutral")),
+        "v": (("happy", "excited"), ("angry",), ("sad", "neutral", "frustrated")),
     },
     "mosei": {
         "t": (("strong negative", "negative"), ("weak negative", "neutral"), ("weak positive",),
@@ -125,16 +125,17 @@ def make_synthetic(
     :data:`MIN_DIALOGUES` per split) and the utterance totals with them. mosei ``task="2class"``
     maps the 7-class labels to negative (< 3) / positive (>= 3); features keep the 7-class signal.
     """
-    classes = dataset_classes(dataset, task)
+    spec = dataset_spec(dataset)
+    classes = spec.class_names(task)
     if not size > 0:
         raise ValueError(f"size must be positive, got {size}")
     if family not in FAMILIES:
         raise ValueError(f"unknown synthetic family {family!r}; expected one of {', '.join(FAMILIES)}")
     shape = SHAPES[dataset]
-    rng = np.random.default_rng([seed, DATASETS.index(dataset)])
+    rng = np.random.default_rng([seed, list(DATASETS).index(dataset)])
     num_classes = len(shape.class_counts)
     directions = {}
-    for m, d in DATASET_DIMS[dataset].items():
+    for m, d in spec.dims.items():
         u = rng.standard_normal((num_classes, d), dtype=np.float32)
         directions[m] = u / np.linalg.norm(u, axis=1, keepdims=True)
     views = view_maps(dataset) if family == "complementary" else dict.fromkeys(directions, np.arange(num_classes))
@@ -166,7 +167,7 @@ def make_synthetic(
 
 def view_maps(dataset: str) -> dict[str, np.ndarray]:
     """Per modality, each class's group index in :data:`VIEWS` (class index -> group index)."""
-    classes = dataset_classes(dataset)
+    classes = dataset_spec(dataset).classes
     maps = {}
     for m, groups in VIEWS[dataset].items():
         group_of = {name: g for g, group in enumerate(groups) for name in group}

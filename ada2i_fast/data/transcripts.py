@@ -25,11 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets import DATASETS, SPLITS, TEXT_DIM
 from .cache import MANIFEST, file_record, write_cache
 from .corpus import Corpus, Split
-
-SPLITS = ("train", "dev", "test")
-DEFAULT_TEXT_DIM = 768  # the text dim of every dataset preset (SPEC §1)
 
 
 class TranscriptError(ValueError):
@@ -53,8 +51,7 @@ class Layout:
 LAYOUTS = {
     "meld": Layout(
         "meld", "{split}_sent_emo.csv", "Utterance", "Speaker", "Emotion", ("Dialogue_ID",), "Utterance_ID",
-        # the index order of the field's meld.pkl (SPEC §1)
-        ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"),
+        DATASETS["meld"].classes,  # the index order of the field's meld.pkl (SPEC §1)
     ),
     "emorynlp": Layout(
         "emorynlp", "emorynlp_{split}_final.csv", "Utterance", "Speaker", "Emotion",
@@ -83,7 +80,7 @@ def build_transcript_corpus(
     csv_dir: str | PathLike,
     layout: Layout | str = "meld",
     *,
-    text_dim: int = DEFAULT_TEXT_DIM,
+    text_dim: int = TEXT_DIM,
     embeddings: str | PathLike | None = None,
     seed: int = 0,
 ) -> Corpus:
@@ -219,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv-dir", required=True, help="folder holding the train, dev and test CSV files")
     parser.add_argument("--layout", choices=tuple(LAYOUTS), default="meld")
     parser.add_argument("--out", required=True, help="the corpus folder to write")
-    parser.add_argument("--text-dim", type=int, default=DEFAULT_TEXT_DIM, help="TruncatedSVD components")
+    parser.add_argument("--text-dim", type=int, default=TEXT_DIM, help="TruncatedSVD components")
     parser.add_argument("--embeddings", help="folder with {train,dev,test}.npy, rows aligned with the CSV rows")
     parser.add_argument("--seed", type=int, default=0, help="TruncatedSVD's random state")
     generic = parser.add_argument_group("generic layout (the defaults are its column names)")

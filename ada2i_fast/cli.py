@@ -1,0 +1,83 @@
+"""What every command line of the package shares: flags derived from the config fields, one error
+mapping (a user's mistake or a damaged file is one ``error:`` line, never a traceback) and the
+console scripts."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+from typing import Callable
+
+from .datasets import DATASETS
+
+# What a command's bad input raises: bad flags and files (ValueError and its subclasses), missing,
+# unreadable or unwritable paths and full disks (OSError).
+USER_ERRORS = (ValueError, OSError)
+
+
+def user_errors_as_one_line(main: Callable) -> Callable:
+    """``main`` with every :data:`USER_ERRORS` ending in ``SystemExit("error: ...")``."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except USER_ERRORS as error:
+            raise SystemExit(f"error: {error}") from error
+
+    return wrapped
+
+
+def console_script(main: Callable) -> Callable[[], None]:
+    """The console-script entry of ``main``: it runs ``main()`` and exits 0 whatever ``main`` returns
+    (a console script exits with its function's return value)."""
+
+    @functools.wraps(main)
+    def script() -> None:
+        main()
+
+    return script
+
+
+def add_data_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--data PATH``, defaulting to ``$ADA2I_DATA``."""
+    parser.add_argument("--data", default=os.environ.get("ADA2I_DATA"), help=f"{help_text} (default: $ADA2I_DATA)")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, role: str, title: str):
+    """One flag per field of ``config_cls`` with ``role``: ``--field-name``, its help, its choices and
+    its default per preset; the parsed value is None when the flag is absent (the preset decides).
+    Returns the flags' argument group."""
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(config_cls):
+        if f.metadata["role"] != role:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} {_defaults(config_cls, f)}".strip()
+        if f.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" |")[0], float)
+            group.add_argument(flag, type=kind, default=None, choices=f.metadata["choices"], help=help_text)
+    return group
+
+
+def _defaults(config_cls, f: dataclasses.Field) -> str:
+    if "(default" in f.metadata["help"]:
+        return ""
+    values = {name: getattr(config_cls.preset(name), f.name) for name in DATASETS}
+    if len({repr(v) for v in values.values()}) == 1:
+        return f"(default: {_shown(next(iter(values.values())))})"
+    return "(default: " + ", ".join(f"{name} {_shown(value)}" for name, value in values.items()) + ")"
+
+
+def _shown(value) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def changed_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, allowed) -> list[str]:
+    """The flags given a value other than their default, except ``allowed`` (destinations)."""
+    return ["--" + name.replace("_", "-") for name, value in vars(args).items()
+            if name not in allowed and value != parser.get_default(name)]

@@ -1,0 +1,143 @@
+"""From parsed trainer flags to a run ready to train: the data, the configs, the output folder and,
+for ``--resume``, the saved state. ``python -m ada2i_fast.train`` and the studies (sweep, tune)
+set up their runs here, and both run them with :meth:`RunSetup.run`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .cli import changed_flags
+from .config import Ada2IConfig, TrainConfig
+from .data import Corpus, load_corpus
+from .distributed import SINGLE, Context
+from .kernels import use_backend
+from .run_folder import data_identity, fresh_run_dir, prepare_out
+from .run_state import RunState, load_state
+from .trainer import Trainer
+
+
+@dataclass
+class RunSetup:
+    corpus: Corpus
+    model_config: Ada2IConfig
+    train_config: TrainConfig
+    out: Path
+    run_info: dict
+    state: RunState | None = None  # what --resume continues from
+
+    def run(self, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+        """Train (or continue) the run; returns its summary."""
+        with use_backend(self.train_config.backend):
+            trainer = Trainer(self.corpus, self.model_config, self.train_config, self.out, self.run_info,
+                              on_epoch_end=on_epoch_end)
+            return trainer.run(resume=self.state)
+
+
+def open_corpus(dataset: str, data: str | None, *, seed: int, size: float, task: str, synthetic: str = "redundant",
+                announce: bool = True) -> Corpus:
+    """The corpus of ``data``, or the synthetic corpus of ``dataset`` (family ``synthetic``) when
+    ``data`` is None (said on stderr when ``announce``)."""
+    if data and not Path(data).exists():
+        raise ValueError(f"--data {data}: no such file or folder")
+    if data and synthetic != "redundant":
+        raise ValueError(f"--synthetic {synthetic} chooses the corpus made without --data; drop one of them")
+    if not data and announce:
+        print(f"no data file given (--data or ADA2I_DATA); training on the synthetic {dataset} corpus "
+              f"({synthetic})", file=sys.stderr)
+    corpus = load_corpus(dataset, data, seed=seed, synthetic_size=size, task=task, synthetic=synthetic)
+    return corpus.validate(num_classes=len(corpus.classes))
+
+
+def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2IConfig, TrainConfig]:
+    """The preset of ``--dataset`` with the flags given, and the corpus's dims and classes."""
+    chosen = {name: value for name, value in vars(args).items() if value is not None}
+    if args.no_afw:
+        if chosen.get("mmt_nlayers", 0):
+            raise ValueError("--no-afw and --mmt-nlayers contradict each other")
+        chosen["mmt_nlayers"] = 0
+    if args.no_amw:
+        if chosen.get("mmcosine"):
+            raise ValueError("--no-amw and --mmcosine contradict each other")
+        chosen["mmcosine"] = False
+    model_overrides = {k: v for k, v in chosen.items() if k in Ada2IConfig.field_names("model")}
+    if "modalities" not in model_overrides:  # the preset's modalities that the data has (transcripts: "t")
+        preset = Ada2IConfig.preset(args.dataset).modalities
+        model_overrides["modalities"] = "".join(m for m in preset if m in corpus.dims) or preset
+    model_config = Ada2IConfig.preset(args.dataset, **model_overrides)
+    missing = [m for m in model_config.modalities if m not in corpus.dims]
+    if missing:
+        raise ValueError(f"the data has no modality {missing[0]!r} (it has {corpus.modalities!r})")
+    model_config = model_config.replace(
+        input_dims={m: corpus.dims[m] for m in model_config.modalities}, num_classes=len(corpus.classes)
+    )
+    train_overrides = {k: v for k, v in chosen.items() if k in TrainConfig.field_names("recipe", "execution")}
+    return model_config, TrainConfig.preset(args.dataset, **train_overrides)
+
+
+def new_run(args: argparse.Namespace, context: Context = SINGLE, corpora: dict | None = None) -> RunSetup:
+    """The data, configs and fresh output folder of a new run (the folder made by rank 0).
+    ``corpora``: a cache of the corpora already opened by this process (a study's worker)."""
+    seed = args.seed if args.seed is not None else TrainConfig.preset(args.dataset).seed
+    key = (args.dataset, args.data, seed, args.size, args.task, args.synthetic)
+
+    def load():
+        if corpora is not None and key in corpora:
+            corpus = corpora[key]
+        else:
+            corpus = open_corpus(args.dataset, args.data, seed=seed, size=args.size, task=args.task,
+                                 synthetic=args.synthetic, announce=context.is_main)
+        if corpora is not None:
+            corpora[key] = corpus
+        return (corpus, *configs_from_args(args, corpus), data_identity(corpus))
+
+    corpus, model_config, train_config, identity = context.on_every_rank(load)
+    context.agree(identity, "loaded other data than rank 0 (their fingerprints differ); every process needs the "
+                  "same --data")
+
+    def make_out() -> str:
+        out = Path(args.out) if args.out else fresh_run_dir(Path("runs") / args.dataset)
+        prepare_out(out, overwrite=args.overwrite)
+        return str(out)
+
+    out = Path(context.on_main(make_out))
+    run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
+                    synthetic=args.synthetic, classes=list(corpus.classes), data_identity=identity)
+    return RunSetup(corpus, model_config, train_config, out, run_info)
+
+
+def resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, context: Context = SINGLE) -> RunSetup:
+    """The configs, data and state of the run in ``--resume DIR``, refusing flags that would change
+    what it computes (the resumable execution fields may change). In a process group rank 0 reads
+    the state and gives it to every process; each opens the data."""
+    resumable = TrainConfig.resumable_fields()
+    changed = changed_flags(args, parser, allowed={"resume", *resumable})
+    if changed:
+        raise ValueError(f"--resume continues a run with its own settings; drop {', '.join(changed)}")
+    out = Path(args.resume)
+
+    def read_state() -> RunState:
+        state = load_state(out)
+        state.check_world_size(context.world_size, out)
+        return state
+
+    state = context.on_main(read_state)
+    run_info, defaults = state.run_info, TrainConfig()
+    execution = {name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
+                 for name in resumable}
+    train_config = TrainConfig(**{**state.train_config, **execution})
+    data = None if run_info["data"].startswith("synthetic") else run_info["data"]
+
+    def load() -> Corpus:
+        corpus = open_corpus(run_info["dataset"], data, seed=train_config.seed, size=run_info["size"],
+                             task=run_info["task"], synthetic=run_info.get("synthetic", "redundant"),
+                             announce=context.is_main)
+        if data_identity(corpus) != run_info["data_identity"]:
+            raise ValueError(f"--resume {out}: the data at {run_info['data']} changed since the run started")
+        return corpus
+
+    corpus = context.on_every_rank(load)
+    return RunSetup(corpus, Ada2IConfig.from_dict(state.model_config), train_config, out, run_info, state)

@@ -1,0 +1,373 @@
+"""One training run of the SPEC §4 recipe, in named phases a reader can follow top to bottom::
+
+    trainer = Trainer(corpus, model_config, train_config, out, run_info)
+    summary = trainer.run(resume=state)    # setup -> restore -> (run_epoch -> end_epoch -> save_state)* -> finish
+
+``run_epoch`` trains one epoch (stopping early on SIGINT/SIGTERM, after a whole step), ``end_epoch``
+evaluates dev, keeps the best state and logs the epoch, ``save_state`` writes ``last.pt`` and
+``finish`` reports the test split of the best-dev state. In a torchrun process group every process
+runs the same phases on its shard (``distributed.Context``); rank 0 alone prints and writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from . import distributed
+from .atomic import strict_json, write_json_atomic
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Ada2IConfig, TrainConfig
+from .data import Corpus, num_batches, padding_waste
+from .data.batching import iterate_shards
+from .devices import resolve_precision
+from .eval_loop import evaluate_split
+from .model import Ada2I
+from .plots import plot_training
+from .run_folder import read_history, write_step_trace
+from .run_state import RunState, save_state
+from .step import ShardStep, make_optimizer, train_step
+
+TRACE_NORMS = ("grad_norm_before", "grad_norm_after", "update_norm")  # train_step's trace
+TRACED = ("skipped", "unimodal_score", "ratios", "coefficients", *TRACE_NORMS)  # steps.jsonl
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run after a whole step; its state is saved. ``code`` is the
+    exit status a command reports (128 + the signal)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+class NonFiniteTraining(ValueError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: steps done, the running sums of the logged values, the traced steps,
+    and the run of consecutive skipped (non-finite) steps, which carries over from epoch to epoch."""
+
+    steps: int = 0
+    sums: dict = field(default_factory=dict)
+    trace: list = field(default_factory=list)  # per step's traced values (train_config.trace)
+    streak: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    longest_streak: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    last_skipped_step: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+
+    def add(self, logs: dict, *, trace: bool = False) -> None:
+        if trace:
+            self.trace.append({k: logs[k] for k in TRACED})
+        self.steps += 1
+        self.sums = {k: self.sums.get(k, 0) + v for k, v in logs.items()}
+        skipped = logs["skipped"].long()
+        self.streak = (self.streak.to(skipped.device) + 1) * skipped
+        self.longest_streak = torch.maximum(self.longest_streak.to(skipped.device), self.streak)
+        self.last_skipped_step = torch.where(logs["skipped"], self.steps, self.last_skipped_step.to(skipped.device))
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "sums": self.sums, "trace": self.trace, "streak": self.streak,
+                "longest_streak": self.longest_streak, "last_skipped_step": self.last_skipped_step}
+
+    def means(self) -> dict:
+        """Per logged value, the mean over the steps that were not skipped."""
+        kept = max(self.steps - int(self.sums["skipped"]), 1)
+        means = {k: (v / kept).tolist() for k, v in self.sums.items() if k != "skipped" and not k.startswith("nonfinite_")}
+        counts = {k.removeprefix("nonfinite_"): int(v) for k, v in self.sums.items() if k.startswith("nonfinite_")}
+        return dict(means, skipped_steps=int(self.sums["skipped"]), nonfinite_terms=counts)
+
+    def check_streak(self, epoch: int, limit: int, out: Path) -> None:
+        """Raise :class:`NonFiniteTraining` once ``limit`` consecutive steps were skipped."""
+        longest = int(self.longest_streak)
+        if longest >= limit:
+            terms = self.means()["nonfinite_terms"]
+            blamed = ", ".join(f"{name} in {count}" for name, count in terms.items() if count) or "the gradients only"
+            saved = f"; the state after epoch {epoch - 1} is in {out / 'last.pt'}" if epoch > 1 else ""
+            raise NonFiniteTraining(
+                f"stopped in epoch {epoch}: {longest} consecutive steps up to step {int(self.last_skipped_step)} "
+                f"had a non-finite loss or gradient norm and were skipped (non-finite loss terms: {blamed}){saved}"
+            )
+
+
+class StopRequest:
+    """SIGINT / SIGTERM while active: remember the signal; the loop stops after the current step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __enter__(self) -> "StopRequest":
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    @property
+    def asked(self) -> bool:
+        return self.signal is not None
+
+
+def ablations(model_config: Ada2IConfig, train_config: TrainConfig) -> dict[str, bool]:
+    """Which of the method's parts a run kept (the paper's ablations)."""
+    return {
+        "afw": model_config.mmt_nlayers > 0,
+        "amw": model_config.mmcosine,
+        "modulation": train_config.modulation,
+        "grad_noise": train_config.modulation and train_config.grad_noise,
+    }
+
+
+def batches_on_device(batches, device: torch.device):
+    """Move batches to ``device``; on CUDA the next batch is pinned and copied while this one runs."""
+    if device.type != "cuda":
+        yield from (batch.to(device) for batch in batches)
+        return
+    pending = None
+    for batch in batches:
+        ready = batch.pin_memory().to(device, non_blocking=True)
+        if pending is not None:
+            yield pending
+        pending = ready
+    if pending is not None:
+        yield pending
+
+
+class Trainer:
+    """A training run (module docstring). ``on_epoch_end(record)`` runs on every process after each
+    epoch's record is written (a study's pruner raises from it)."""
+
+    def __init__(self, corpus: Corpus, model_config: Ada2IConfig, train_config: TrainConfig, out: Path,
+                 run_info: dict, *, on_epoch_end: Callable[[dict], None] | None = None) -> None:
+        self.corpus, self.model_config, self.out, self.run_info = corpus, model_config, out, run_info
+        self.on_epoch_end = on_epoch_end
+        self.context = distributed.current()
+        self.device = torch.device(train_config.device)
+        self.train_config = train_config.replace(precision=resolve_precision(train_config.precision, self.device))
+        self.say = print if self.context.is_main else (lambda *args, **kwargs: None)
+
+    def run(self, resume: RunState | None = None) -> dict:
+        """Train until the last epoch or early stopping; returns the run's summary."""
+        self.setup()
+        if resume is not None:
+            self.restore(resume)
+        self.announce(resume)
+        config = self.train_config
+        with StopRequest() as stop, contextlib.ExitStack() as files:
+            self.metrics_file = files.enter_context(open(self.out / "metrics.jsonl", "a")) if self.context.is_main else None
+            while self.epoch <= config.epochs and self.epoch - self.best_epoch <= config.patience:
+                start = time.perf_counter()
+                if not self.run_epoch(stop):
+                    self.save_state()
+                    raise self.interrupted(stop.signal)
+                self.end_epoch(time.perf_counter() - start)
+                self.epoch, self.progress = self.epoch + 1, EpochProgress(streak=self.progress.streak)
+                self.save_state()
+            if self.epoch <= config.epochs:
+                self.say(f"early stop: no better dev F1 for {config.patience} epochs")
+        return self.finish()
+
+    # --- the phases ----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """The model (the same initial weights on every process), Adam, the plateau scheduler and the
+        noise generator, all from the recipe's seed; nothing trained yet."""
+        config = self.train_config
+        torch.manual_seed(config.seed)
+        self.model = Ada2I(self.model_config).to(self.device)
+        self.context.share_parameters(self.model, config.seed)
+        if config.compile:
+            for encoder in self.model.encoders.values():
+                encoder.compile()
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min")
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)  # the same noise on every rank
+        self.best_f1, self.best_epoch, self.best_state, self.history = -1.0, 0, None, []
+        self.epoch, self.progress = 1, EpochProgress()
+
+    def restore(self, state: RunState) -> None:
+        """Continue where ``state`` (the run's ``last.pt``) left off: weights, optimizer, scheduler,
+        early stopping, the epoch in progress and every random state of this process."""
+        state.check_world_size(self.context.world_size, self.out)
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.best_f1, self.best_epoch = state.best_f1, state.best_epoch
+        self.epoch, self.progress = state.epoch, EpochProgress(**state.progress)
+
+        def read_run_files():
+            best = load_checkpoint(self.out / "best.pt")[0].state_dict() if state.best_epoch else None
+            return best, read_history(self.out, state.finished_epochs)
+
+        self.best_state, self.history = self.context.on_main(read_run_files)
+        rng = state.rng[self.context.rank]
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["generator"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    def run_epoch(self, stop: StopRequest) -> bool:
+        """Continue epoch ``self.epoch`` from ``self.progress.steps``; False when ``stop`` ended it
+        early (after a whole step; in a process group every process stops after the same step)."""
+        config, context = self.train_config, self.context
+        train = self.corpus.splits["train"]
+        shards = iterate_shards(train, self.model_config.modalities, config.batch_size, rank=context.rank,
+                                world_size=context.world_size, **self.batch_order(self.epoch))
+        bar = tqdm(batches_on_device(itertools.islice(shards, self.progress.steps, None), self.device),
+                   initial=self.progress.steps, total=num_batches(train, config.batch_size), desc=f"epoch {self.epoch}",
+                   leave=False, disable=not (config.progress and context.is_main))
+        modulate, vote = config.modulates(self.epoch), context.stop_vote()
+        for shard in bar:
+            logs = train_step(self.model, shard.batch, self.optimizer, config, modulate=modulate,
+                              generator=self.generator, trace=config.trace,
+                              shard=ShardStep(shard.share, stop=stop.asked, context=context))
+            stopping = vote.push(logs.pop("stop_requested"))
+            self.progress.add(logs, trace=config.trace)
+            if config.log_every and context.is_main and self.progress.steps % config.log_every == 0:
+                bar.set_postfix(loss=f"{self.progress.means()['loss']:.4f}")
+            if stopping:
+                bar.close()
+                return False
+        return not vote.drain()
+
+    def end_epoch(self, seconds: float) -> None:
+        """Dev evaluation, the plateau scheduler, the best state (best.pt), and the epoch's record."""
+        self.progress.check_streak(self.epoch, self.train_config.max_skipped_steps, self.out)
+        dev = self.evaluate("dev")
+        self.scheduler.step(dev.loss)
+        state = self.model.state_dict()
+        if dev.weighted_f1 > self.best_f1 and all(bool(torch.isfinite(v).all()) for v in state.values()
+                                                  if v.is_floating_point()):
+            self.best_f1, self.best_epoch = dev.weighted_f1, self.epoch
+            self.best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
+            if self.context.is_main:
+                save_checkpoint(self.out / "best.pt", self.model, epoch=self.epoch, dev_weighted_f1=self.best_f1,
+                                train_config=self.train_config.to_dict(), **self.run_info)
+        self.log_epoch(self.epoch_record(dev, seconds))
+
+    def save_state(self) -> None:
+        """``last.pt``: everything :meth:`restore` needs (every process's random state, gathered)."""
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        per_rank = self.context.gather(rng)
+        if not self.context.is_main:
+            return
+        save_state(self.out / "last.pt", RunState(
+            model_config=self.model_config.to_dict(), train_config=self.train_config.to_dict(),
+            run_info=self.run_info, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(), epoch=self.epoch, finished_epochs=len(self.history),
+            progress=self.progress.state_dict(), best_f1=self.best_f1, best_epoch=self.best_epoch, rng=per_rank,
+            world_size=self.context.world_size,
+        ))
+
+    def finish(self) -> dict:
+        """The test report of the best-dev state; ``summary.json`` and ``training.png``."""
+        if self.best_state is None:
+            raise NonFiniteTraining("no epoch produced a finite model; nothing to report")
+        self.model.load_state_dict(self.best_state)
+        test, classes = self.evaluate("test"), self.corpus.classes
+        self.say(f"\ntest (best dev epoch {self.best_epoch}): accuracy {test.accuracy:.4f} | "
+                 f"weighted F1 {test.weighted_f1:.4f}")
+        self.say(test.report(classes))
+        summary = dict(
+            self.run_info, config=self.model_config.to_dict(), train_config=self.train_config.to_dict(),
+            best_epoch=self.best_epoch, best_dev_weighted_f1=self.best_f1, test=test.summary(classes),
+            ablations=ablations(self.model_config, self.train_config), epochs_run=len(self.history),
+            timing=dict(seconds=sum(r["seconds"] for r in self.history)),
+            **({"world_size": self.context.world_size} if self.context.joined else {}),
+        )
+        out = self.out
+        if self.context.is_main:
+            write_json_atomic(out / "summary.json", summary)
+            plot_training(self.history, out / "training.png", title=f"Ada2I on {self.corpus.source}")
+        self.say(f"wrote {out / 'best.pt'}, {out / 'metrics.jsonl'}, {out / 'summary.json'}, {out / 'training.png'}")
+        return summary
+
+    # --- helpers of the phases -----------------------------------------------------------------
+
+    def announce(self, resume: RunState | None) -> None:
+        splits, context = self.corpus.splits, self.context
+        self.say(f"data: {self.corpus.source} | train {splits['train'].num_dialogues} dialogues, "
+                 f"dev {splits['dev'].num_dialogues}, test {splits['test'].num_dialogues} | "
+                 f"modalities {self.model_config.modalities} | device {self.device}"
+                 + (f" x {context.world_size} process" + ("es" if context.world_size > 1 else "") if context.joined else "")
+                 + f" | output {self.out}"
+                 + (f" | resuming epoch {self.epoch} at step {self.progress.steps}" if resume else ""))
+
+    def batch_order(self, epoch: int) -> dict:
+        return dict(shuffle=True, seed=self.train_config.seed + epoch, bucket=self.train_config.bucket)
+
+    def evaluate(self, split: str):
+        return evaluate_split(self.model, self.corpus.splits[split], batch_size=self.train_config.batch_size,
+                              device=self.device, context=self.context)
+
+    def epoch_record(self, dev, seconds: float) -> dict:
+        stats, modalities = self.progress.means(), self.model_config.modalities
+        per_modality = lambda key: dict(zip(modalities, stats[key]))  # noqa: E731
+        train = self.corpus.splits["train"]
+        return dict(
+            epoch=self.epoch,
+            train={k: stats[k] for k in ("loss", "classification", "feature")},
+            unimodal_loss=per_modality("unimodal_loss"),
+            unimodal_score=per_modality("unimodal_score"),
+            ratio=per_modality("ratios"),
+            coefficient=per_modality("coefficients"),
+            **{key: per_modality(key) for key in TRACE_NORMS if key in stats},
+            modulated=self.train_config.modulates(self.epoch),
+            skipped_steps=stats["skipped_steps"],
+            dev=dict(loss=dev.loss, accuracy=dev.accuracy, weighted_f1=dev.weighted_f1,
+                     unimodal_weighted_f1=dev.unimodal_weighted_f1),
+            lr=self.optimizer.param_groups[0]["lr"],
+            padding_waste=padding_waste(train, self.train_config.batch_size, **self.batch_order(self.epoch)),
+            seconds=seconds,
+            utterances_per_second=train.num_utterances / seconds,
+        )
+
+    def log_epoch(self, record: dict) -> None:
+        """The record in ``metrics.jsonl`` (and the traced steps in ``steps.jsonl``), the hook, one line."""
+        self.history.append(record)
+        if self.context.is_main:
+            self.metrics_file.write(strict_json(record) + "\n")
+            self.metrics_file.flush()
+            if self.train_config.trace:
+                write_step_trace(self.out, self.epoch, self.progress.trace, self.model_config.modalities)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(record)
+        if self.context.is_main:
+            skipped = record["skipped_steps"]
+            tqdm.write(
+                f"epoch {self.epoch:3d} | loss {record['train']['loss']:.4f} | dev loss {record['dev']['loss']:.4f} "
+                f"f1 {record['dev']['weighted_f1']:.4f} acc {record['dev']['accuracy']:.4f} | rho "
+                + " ".join(f"{m}={r:.3f}" for m, r in record["ratio"].items())
+                + f" | {record['utterances_per_second']:.0f} utt/s"
+                + (f" | {skipped} steps skipped (non-finite)" if skipped else "")
+                + (" *" if self.best_epoch == self.epoch else "")
+            )
+
+    def interrupted(self, signum: int | None) -> RunInterrupted:
+        """The stop of every process of a run, after the same step (the signal may have reached another
+        process only: then this one reports SIGTERM, the signal torchrun forwards)."""
+        name = signal.Signals(signum).name if signum else "a signal to another process"
+        command = f"python -m ada2i_fast.train --resume {self.out}"
+        if self.context.joined:
+            command = (f"torchrun <the same launch: {self.context.world_size} processes> -m ada2i_fast.train "
+                       f"--resume {self.out}")
+        return RunInterrupted(
+            f"{name}: stopped in epoch {self.epoch} after step {self.progress.steps}; saved {self.out / 'last.pt'}. "
+            f"Resume with: {command}",
+            code=128 + (signum or signal.SIGTERM),
+        )
