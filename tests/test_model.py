@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -76,13 +78,18 @@ def test_concat_head_when_mmcosine_is_off():
     assert torch.allclose(out.log_probs, torch.log_softmax(out.unimodal_logits.sum(0), -1), atol=1e-6)
 
 
-def test_predict_restores_mode_and_gives_probabilities():
+@pytest.mark.parametrize("training", [True, False])
+def test_predict_is_the_eval_forward_and_restores_the_mode(training):
+    torch.manual_seed(1)
     config = tiny_config(modalities="tv")
-    model = Ada2I(config).train()
-    prediction = model.predict(random_batch(config, [2, 5]))
-    assert model.training
-    assert prediction.labels.shape == (7,) and prediction.probabilities.shape == (7, 5)
-    assert torch.equal(prediction.labels, prediction.probabilities.argmax(-1))
+    model = Ada2I(config).train(training)
+    batch = random_batch(config, [2, 5])
+    prediction = model.predict(batch)
+    assert model.training == training
+    expected = copy.deepcopy(model).eval()(batch).log_probs.exp()  # no dropout: the eval-mode forward
+    torch.testing.assert_close(prediction.probabilities, expected, rtol=1e-6, atol=0)
+    assert prediction.labels.tolist() == expected.argmax(-1).tolist()
+    assert prediction.lengths.tolist() == [2, 5]
 
 
 def test_bad_inputs_name_the_problem():

@@ -43,14 +43,20 @@ def test_scaling_without_noise_is_exact(backend, dtype):
         assert torch.equal(o, want)
 
 
-def test_empty_gradient_list_is_a_no_op():
-    modulate_gradients([], [], torch.ones(3), noise=True)
+def test_no_gradients_draw_no_noise():
+    generator = torch.Generator().manual_seed(5)
+    before = generator.get_state()
+    modulate_gradients([], [], torch.ones(3), noise=True, generator=generator)
+    assert torch.equal(generator.get_state(), before)
 
 
-def test_twin_stds_match_tensor_std():
+def test_twin_stds_are_the_unbiased_sample_std_in_float64():
     grads = _grads()
-    want = torch.stack([g.std() for g in grads])
-    torch.testing.assert_close(torch.stack(unbiased_stds(grads)), want, rtol=1e-5, atol=0)
+    want = []
+    for g in grads:
+        x = g.double().flatten()
+        want.append((((x - x.mean()) ** 2).sum() / (x.numel() - 1)).sqrt())
+    torch.testing.assert_close(torch.stack(unbiased_stds(grads)).double(), torch.stack(want), rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,11 +1,13 @@
 """The report CLI: PNGs of a tiny trained run, runs overlaid, and one error line for a folder that is not a run."""
 
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ada2i_fast import report, train
+from ada2i_fast import plots, report, train
 
 TINY = ["--hidden", "32", "--rank", "3", "--ffn-dim", "64", "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,10 +35,36 @@ def _assert_pngs(paths):
         assert len(data) > 5_000, path
 
 
-def test_one_run_gets_its_pictures_in_its_own_folder(trained_run, tmp_path):
+@pytest.fixture
+def drawn(monkeypatch):
+    """What each figure saved by ``plots`` drew: per file name, its lines' y data and its images' arrays."""
+    figures = {}
+    save = plots.save_figure
+
+    def keep(fig, path):
+        figures[Path(path).name] = dict(lines=[list(line.get_ydata()) for ax in fig.axes for line in ax.get_lines()],
+                                        images=[np.asarray(image.get_array()) for ax in fig.axes for image in ax.images])
+        save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures
+
+
+def test_one_run_gets_its_pictures_in_its_own_folder_and_they_draw_its_numbers(trained_run, tmp_path, drawn):
     run = _copy_of_run(trained_run, tmp_path / "run")
     report.main([str(run)])
     _assert_pngs([run / "balance.png", run / "dev_f1.png", run / "confusion.png"])
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((run / "summary.json").read_text())
+    for m in "atv":
+        assert [r["ratio"][m] for r in history] in drawn["balance.png"]["lines"]
+        assert [r["coefficient"][m] for r in history] in drawn["balance.png"]["lines"]
+        assert [r["dev"]["unimodal_weighted_f1"][m] for r in history] in drawn["dev_f1.png"]["lines"]
+    assert [r["dev"]["weighted_f1"] for r in history] in drawn["dev_f1.png"]["lines"]
+    counts = np.asarray(summary["test"]["confusion_matrix"], dtype=float)
+    totals = counts.sum(1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    np.testing.assert_allclose(drawn["confusion.png"]["images"][0], shares)
 
 
 def test_several_runs_are_overlaid_in_a_report_folder_beside_them(trained_run, tmp_path):

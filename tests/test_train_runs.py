@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from ada2i_fast import Ada2I, TrainConfig, evaluate, train
+from ada2i_fast import Ada2I, TrainConfig, evaluate, train, trainer
 from ada2i_fast.checkpoint import load_checkpoint, save_checkpoint
 from ada2i_fast.step import make_optimizer, train_step
 from conftest import random_batch, tiny_config
@@ -39,7 +39,7 @@ def _steps_then(monkeypatch, action, at_steps):
         batch = action(calls["n"], batch) if calls["n"] in at_steps else batch
         return train_step(model, batch, *args, **kwargs)
 
-    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(trainer, "train_step", step)
 
 
 @pytest.fixture(scope="module")
@@ -194,11 +194,24 @@ def test_temp_files_of_a_killed_write_are_removed_when_the_run_continues(tmp_pat
     assert not torn.exists() and (out / "last.pt").is_file()
 
 
-def test_precision_auto_resolves_to_what_ran(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
+def test_the_precision_recorded_is_the_autocast_that_ran(tmp_path, monkeypatch, precision):
     from ada2i_fast.devices import cpu_has_bf16_instructions
 
-    summary = _run(tmp_path / "run", "--epochs", "1", "--precision", "auto")
-    assert summary["train_config"]["precision"] == ("bf16" if cpu_has_bf16_instructions() else "fp32")
+    seen = []
+    forward = Ada2I.forward
+
+    def spy(model, batch):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return forward(model, batch)
+
+    monkeypatch.setattr(Ada2I, "forward", spy)
+    summary = _run(tmp_path / "run", "--epochs", "1", "--precision", precision)
+    ran = "bf16" if precision == "bf16" or (precision == "auto" and cpu_has_bf16_instructions()) else "fp32"
+    assert summary["train_config"]["precision"] == ran
+    steps = 6  # one epoch of TINY's training split; evaluation runs in float32
+    assert seen[:steps] == [torch.bfloat16 if ran == "bf16" else torch.float32] * steps
+    assert set(seen[steps:]) == {torch.float32}
 
 
 def test_the_step_trace_records_scores_ratios_coefficients_and_norms_without_changing_the_run(
