@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import multiprocessing
 import os
 import socket
+import sqlite3
 import sys
 import warnings
 from pathlib import Path
@@ -24,6 +26,10 @@ from .run_setup import new_run
 from .train import build_parser
 
 OPTUNA_MISSING = 'error: this command needs optuna; install it with: pip install "ada2i-fast[sweep]"'
+
+
+class StudyStorageError(ValueError):
+    """A study's storage cannot be opened: a bad URL, a damaged database, or another program's database."""
 
 
 def require_optuna():
@@ -67,17 +73,73 @@ def open_storage(url: str):
     """
     optuna = require_optuna()
     sqlite = url.startswith("sqlite")
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else None,
-            heartbeat_interval=30, grace_period=300,
-        )
+    with _storage_errors(url):
+        database = _sqlite_file(url)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        with _creation_lock(database), warnings.catch_warnings():
+            if database is not None:
+                _check_study_database(database)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else None,
+                heartbeat_interval=30, grace_period=300,
+            )
     if sqlite:
         _begin_immediate(storage.engine)
     return storage
+
+
+@contextlib.contextmanager
+def _storage_errors(url: str):
+    """What opening the storage at ``url`` raises, as one :class:`StudyStorageError` naming it."""
+    import sqlalchemy.exc
+
+    optuna = require_optuna()
+    try:
+        yield
+    # ImportError: no driver for the URL's database; RuntimeError: tables of an incompatible optuna version.
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, RuntimeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise StudyStorageError(f"cannot open the study storage {url} ({reason}); check --storage or --out") from error
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite ``url``; None for another database or an in-memory one."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+@contextlib.contextmanager
+def _creation_lock(database: Path | None):
+    """Held while optuna creates its tables in the SQLite file ``database`` (nothing for other
+    storages): two launches creating them at once would both write them, and one would fail."""
+    if database is None:
+        yield
+        return
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _check_study_database(path: Path) -> None:
+    """Refuse a file that is not an (empty or) optuna SQLite database: optuna would add its tables to
+    another program's database."""
+    if not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=120)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as error:
+        raise StudyStorageError(f"study database {path} cannot be read as a SQLite database ({error}); "
+                                "choose another --out or --storage") from None
+    if tables and "version_info" not in tables:
+        raise StudyStorageError(f"study database {path} is another program's SQLite database (tables "
+                                f"{', '.join(sorted(tables))}); choose another --out or --storage")
 
 
 def _begin_immediate(engine) -> None:
@@ -99,7 +161,8 @@ _SETTING_NAMES = {"trainer_flags": "trainer flags", "full": "full model's modali
 
 def start_study(storage, name: str, trainer_flags: list[str], **settings):
     """Create the study ``name`` or join it; a study records the trainer flags (and the other
-    ``settings``) it was started with and refuses others, so every trial of it trains the same way."""
+    ``settings``) it was started with and refuses others, so every trial of it trains the same way.
+    Trials left running by dead workers are marked failed, so that their work is taken up again."""
     optuna = require_optuna()
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     for key, value in dict(settings, trainer_flags=trainer_flags).items():
@@ -110,10 +173,62 @@ def start_study(storage, name: str, trainer_flags: list[str], **settings):
             shown = " ".join(recorded) if key == "trainer_flags" else recorded
             raise SystemExit(f"error: study {name!r} was started with the {_SETTING_NAMES.get(key, key)} "
                              f"{shown or '(none)'}; give those, or choose another --study-name or --out")
+    orphaned = fail_orphaned_trials(study)
+    if orphaned:
+        print(f"trial(s) {', '.join(map(str, orphaned))}: their worker on this host is gone; marked failed")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(study)  # the dead workers of other hosts, once their heartbeat is stale
     return study
+
+
+def claimed(objective: Callable):
+    """``objective`` recording first which process runs the trial (host, PID and the process's start
+    time), so that a later launch on this host can tell a killed worker's trial from a running one."""
+
+    def run(trial):
+        pid = os.getpid()
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid)})
+        return objective(trial)
+
+    return run
+
+
+def fail_orphaned_trials(study) -> list[int]:
+    """Mark failed the running trials whose worker ran on this host and is gone; returns their numbers."""
+    optuna = require_optuna()
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    orphaned = [t.number for t in running if _died_here(t.user_attrs.get("worker"))]
+    for number in orphaned:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another launch failed it first
+            study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    return orphaned
+
+
+def _died_here(worker: dict | None) -> bool:
+    return worker is not None and worker["host"] == socket.gethostname() and not _is_alive(worker["pid"], worker["started"])
+
+
+def _is_alive(pid: int, started: int | None) -> bool:
+    """Whether process ``pid`` runs and is the one that started at ``started`` (not a later process
+    that was given the same PID)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        pass
+    now = _process_start(pid)
+    return started is None or now is None or now == started
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of /proc/PID/stat); None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # the fields after the command's name start at field 3
 
 
 def load_finished_study(url: str, name: str):

@@ -29,7 +29,7 @@ from .cli import console_script, user_errors_as_one_line
 from .modalities import NAMES, ORDER, in_order
 from .plots import plot_variant_gaps
 from .studies import (
-    add_study_flags, check_trainer_flags, load_finished_study, open_storage, require_optuna, run_workers,
+    add_study_flags, check_trainer_flags, claimed, load_finished_study, open_storage, require_optuna, run_workers,
     split_trainer_flags, start_study, storage_url, train_run, where,
 )
 
@@ -175,7 +175,7 @@ def pull_trials(worker: int, url: str, study_name: str, out: Path) -> None:
     optuna = require_optuna()
     study = optuna.load_study(study_name=study_name, storage=open_storage(url))
     if not _queue_is_empty(study):
-        study.optimize(functools.partial(train_cell, out=out, worker=worker),
+        study.optimize(claimed(functools.partial(train_cell, out=out, worker=worker)),
                        callbacks=[_stop_when_queue_is_empty], catch=(Exception,))
 
 

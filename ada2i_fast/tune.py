@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import random
 import sys
 from pathlib import Path
 
 from .atomic import write_json_atomic
 from .cli import console_script, user_errors_as_one_line
 from .studies import (
-    add_study_flags, check_trainer_flags, open_storage, require_optuna, run_workers, split_trainer_flags,
+    add_study_flags, check_trainer_flags, claimed, open_storage, require_optuna, run_workers, split_trainer_flags,
     start_study, storage_url, train_run, where,
 )
 
@@ -45,12 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         "several machines: run the same command on each with --storage postgresql://HOST/DB (any SQLAlchemy URL).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--trials", type=int, default=20, help="trials in the study, counting earlier launches' (default: 20)")
+    parser.add_argument("--trials", type=int, default=20,
+                        help="completed or pruned trials in the study, counting earlier launches' (default: 20)")
     parser.add_argument("--prune-after", type=int, default=4, metavar="N",
                         help="prune only once N trials have finished (default: 4)")
     parser.add_argument("--warmup-epochs", type=int, default=2, metavar="E",
                         help="never prune in a trial's first E epochs (default: 2)")
-    parser.add_argument("--sampler-seed", type=int, default=0, help="TPE's seed; worker i uses seed + i (default: 0)")
+    parser.add_argument("--sampler-seed", type=int, default=0,
+                        help="TPE's seed, mixed with the worker's index and the number of trials the study holds, "
+                        "so that a new launch goes on with the search (default: 0)")
     parser.add_argument("--best", metavar="PATH", help="where the best parameters go as JSON (default: OUT/STUDY_NAME-best.json)")
     add_study_flags(parser, default_out="runs/tune", default_study="tune")
     return parser
@@ -64,7 +68,7 @@ def main(argv=None) -> dict:
     check_trainer_flags(trainer_flags, command="python -m ada2i_fast.tune", reserved=RESERVED)
     url = storage_url(args)
     study = start_study(open_storage(url), args.study_name, trainer_flags)
-    print(f"study {args.study_name!r} in {url}: {len(study.trials)} of {args.trials} trials so far; "
+    print(f"study {args.study_name!r} in {url}: {len(counted_trials(study))} of {args.trials} trials so far; "
           f"{args.workers} worker(s) training into {args.out}")
     pruning = dict(prune_after=args.prune_after, warmup_epochs=args.warmup_epochs)
     run_workers(search, args.workers, url, args.study_name, Path(args.out), args.trials, args.sampler_seed, pruning)
@@ -79,18 +83,33 @@ def main(argv=None) -> dict:
 
 
 def search(worker: int, url: str, study_name: str, out: Path, trials: int, sampler_seed: int, pruning: dict) -> None:
-    """One worker: sample, train and report trials until the study holds ``trials`` of them."""
+    """One worker: sample, train and report trials until the study holds ``trials`` completed or pruned ones."""
     optuna = require_optuna()
     study = optuna.load_study(
         study_name=study_name, storage=open_storage(url),
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed + worker),
         # A trial reports at step = epoch (from 1); the pruner may prune from step n_warmup_steps on.
         pruner=optuna.pruners.MedianPruner(n_startup_trials=pruning["prune_after"], n_warmup_steps=pruning["warmup_epochs"] + 1),
     )
-    budget = optuna.study.MaxTrialsCallback(trials, states=None)  # running and failed trials count too
-    if len(study.trials) < trials:
-        study.optimize(functools.partial(train_trial, out=out / study_name, worker=worker),
-                       callbacks=[budget], catch=(Exception,))
+    study.sampler = optuna.samplers.TPESampler(seed=worker_seed(sampler_seed, worker, len(study.trials)))
+    if len(counted_trials(study)) < trials:
+        study.optimize(claimed(functools.partial(train_trial, out=out / study_name, worker=worker)),
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted_states())], catch=(Exception,))
+
+
+def worker_seed(sampler_seed: int, worker: int, trials_so_far: int) -> int:
+    """TPE's seed for ``worker`` joining a study of ``trials_so_far`` trials: each launch and each worker
+    draws new parameters instead of repeating an earlier launch's."""
+    return random.Random(f"{sampler_seed}/{worker}/{trials_so_far}").getrandbits(32)
+
+
+def counted_states() -> tuple:
+    """The states of the trials that count toward ``--trials``: completed and pruned, not failed or killed."""
+    state = require_optuna().trial.TrialState
+    return state.COMPLETE, state.PRUNED
+
+
+def counted_trials(study) -> list:
+    return study.get_trials(deepcopy=False, states=counted_states())
 
 
 def suggest(trial) -> dict:

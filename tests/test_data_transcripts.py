@@ -170,3 +170,31 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_corpus(meld_dir, tmp_path
     assert (keep / "notes.txt").read_text() == "precious"
     with pytest.raises(SystemExit, match="error: missing split"):
         main(["--csv-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "new")])
+
+
+def _generic_rows():
+    return [dict(dialogue=d, position=u, speaker="ab"[u % 2], text=f"{WORDS[d]} {WORDS[u + 5]}",
+                 label=["pos", "neg"][(d + u) % 2]) for d in range(3) for u in range(2)]
+
+
+def test_generic_layout_needs_a_file_per_split(tmp_path):
+    columns = ["dialogue", "position", "speaker", "text", "label"]
+    for name in ("all.csv", "a.csv", "b.csv", "c.csv"):
+        _write(tmp_path / name, _generic_rows(), columns)
+    common = ["--csv-dir", str(tmp_path), "--layout", "generic"]
+    with pytest.raises(SystemExit, match=r"^error: train and dev would both read .*all\.csv: .* --train-file"):
+        main([*common, "--files", "all.csv", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match=r"^error: dev and test would both read .*all\.csv"):
+        main([*common, "--files", "all.csv", "--train-file", "a.csv", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match=r"^error: train and test would both read .*a\.csv"):
+        main([*common, "--train-file", "a.csv", "--dev-file", "b.csv", "--test-file", "./a.csv",
+              "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match=r"^error: --files '\{bogus\}.csv': unknown placeholder \{bogus\}"):
+        main([*common, "--files", "{bogus}.csv", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+
+    main([*common, "--files", "all.csv", "--train-file", "a.csv", "--dev-file", "b.csv", "--test-file", "c.csv",
+          "--text-dim", "2", "--out", str(tmp_path / "corpus")])
+    files = json.loads((tmp_path / "corpus" / "manifest.json").read_text())["source"]["files"]
+    assert {split: record["path"] for split, record in files.items()} == {
+        "train": str(tmp_path / "a.csv"), "dev": str(tmp_path / "b.csv"), "test": str(tmp_path / "c.csv")}

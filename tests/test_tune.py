@@ -55,3 +55,39 @@ def test_the_epoch_reporter_reports_dev_f1_and_prunes_when_told():
 def test_the_searched_flags_are_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: .* sets --lr, --amw-scale for each trial itself"):
         tune.main(["--out", str(tmp_path), "--", *TINY, "--lr", "1e-3", "--amw-scale", "5"])
+
+
+def _summary(dev_f1):
+    """What tune reads of a run's summary."""
+    return {"best_dev_weighted_f1": dev_f1, "test": {"weighted_f1": dev_f1 - 0.1}, "best_epoch": 1}
+
+
+def _trials(out):
+    return optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}").trials
+
+
+def test_a_new_launch_goes_on_with_the_search_instead_of_repeating_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "train_run", lambda argv, out, on_epoch_end=None: _summary(0.5))
+    out = tmp_path / "tune"
+    tune.main(["--out", str(out), "--trials", "1", "--", *TINY])
+    tune.main(["--out", str(out), "--trials", "2", "--", *TINY])
+    first, second = _trials(out)
+    assert first.params != second.params
+    assert tune.worker_seed(0, 0, 1) == tune.worker_seed(0, 0, 1) != tune.worker_seed(0, 1, 1)
+
+
+def test_failed_trials_do_not_count_toward_the_trials(tmp_path, monkeypatch):
+    runs = []
+
+    def train_run(argv, out, on_epoch_end=None):
+        runs.append(argv)
+        if len(runs) == 1:
+            raise RuntimeError("the first run breaks")
+        return _summary(0.1 * len(runs))
+
+    monkeypatch.setattr(tune, "train_run", train_run)
+    out = tmp_path / "tune"
+    best = tune.main(["--out", str(out), "--trials", "2", "--", *TINY])
+    state = optuna.trial.TrialState
+    assert [t.state for t in _trials(out)] == [state.FAIL, state.COMPLETE, state.COMPLETE]
+    assert best["trials"] == {"complete": 2, "fail": 1} and best["trial"] == 2

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..datasets import DATASETS, dataset_spec
 from .corpus import Corpus, Split
+from .memory import check_fits_in_memory, corpus_bytes
 
 MIN_DIALOGUES = 3
 
@@ -131,6 +132,7 @@ def make_synthetic(
         raise ValueError(f"size must be positive, got {size}")
     if family not in FAMILIES:
         raise ValueError(f"unknown synthetic family {family!r}; expected one of {', '.join(FAMILIES)}")
+    check_fits_in_memory(_synthetic_bytes(dataset, size), f"synthetic size {size}", "choose a smaller --size")
     shape = SHAPES[dataset]
     rng = np.random.default_rng([seed, list(DATASETS).index(dataset)])
     num_classes = len(shape.class_counts)
@@ -163,6 +165,13 @@ def make_synthetic(
     kind = dataset if family == "redundant" else f"{dataset} {family}"
     source = f"synthetic {kind} (seed {seed}, size {size}" + (f", task {task})" if dataset == "mosei" else ")")
     return Corpus(dataset, classes, splits, source)
+
+
+def _synthetic_bytes(dataset: str, size: float) -> float:
+    """About what :func:`make_synthetic` allocates for ``dataset`` at ``size`` (at least
+    :data:`MIN_DIALOGUES` per split, the mean dialogue length kept)."""
+    utterances = sum(u * max(size, MIN_DIALOGUES / d) for d, u, _ in SHAPES[dataset].splits.values())
+    return corpus_bytes(utterances, sum(dataset_spec(dataset).dims.values()))
 
 
 def view_maps(dataset: str) -> dict[str, np.ndarray]:
