@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -24,9 +25,19 @@ def atomic_open(path) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if _out_of_space(error):
+            raise OSError(errno.ENOSPC, f"no space left on the device of {path.parent} while writing {path.name} "
+                          f"(any earlier {path.name} is intact); free some space and run the command again") from None
         raise
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """A full disk, as ``os.write`` reports it or as torch.save's C++ writer rewords it."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return isinstance(error, RuntimeError) and "file write failed" in str(error)
 
 
 def _umask() -> int:

@@ -1,27 +1,34 @@
-"""This package's checkpoints: written atomically, read back with torch's weights-only unpickler."""
+"""This package's checkpoints: written atomically with checksums, read back with torch's weights-only
+unpickler and verified; a saved model opened from ``best.pt``, a run's ``last.pt`` or a run folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from .atomic import atomic_open
 from .config import Ada2IConfig, TrainConfig
 from .model import Ada2I
-from .torch_file import check_weights, load_weights, read_checkpoint
+from .run_state import FORMAT as RUN_STATE_FORMAT
+from .run_state import RunState
+from .torch_file import check_weights, read_checkpoint, write_checkpoint
 
 FORMAT = "ada2i_fast/1"
+# What best.pt's metadata may hold, and of which type (a run writes all of them; older files fewer).
+METADATA_TYPES = {
+    "epoch": int, "dev_weighted_f1": float, "train_config": dict, "dataset": str, "data": str, "size": (int, float),
+    "task": str, "synthetic": str, "classes": list, "data_identity": str, "run_id": str,
+}
 
 
 def save_checkpoint(path, model: Ada2I, **metadata) -> None:
-    """Write ``model`` (config + weights + JSON-like ``metadata``) to ``path`` via a temp file and rename."""
-    payload = {
+    """Write ``model`` (config + weights + JSON-like ``metadata``) to ``path`` atomically, with checksums."""
+    write_checkpoint(path, {
         "format": FORMAT,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata,
-    }
-    with atomic_open(path) as handle:
-        torch.save(payload, handle)
+    })
 
 
 def is_own_checkpoint(payload) -> bool:
@@ -33,29 +40,80 @@ def load_checkpoint(path) -> tuple[Ada2I, dict]:
     payload = read_checkpoint(path)
     if not is_own_checkpoint(payload):
         raise ValueError(f"{path}: not an ada2i_fast checkpoint (expected format {FORMAT!r})")
+    return _own_model(payload, path)
+
+
+def _own_model(payload: dict, path) -> tuple[Ada2I, dict]:
     for key in ("config", "state_dict", "metadata"):
         if not isinstance(payload.get(key), dict):
             raise ValueError(f"{path}: {key!r} must be a dict, found {type(payload.get(key)).__name__}")
-    try:
-        config = Ada2IConfig.from_dict(payload["config"])
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: invalid model config: {error}") from None
-    with torch.device("meta"):  # the shapes the config implies, before allocating anything
-        check_weights(Ada2I(config).state_dict(), payload["state_dict"], path)
-    model = Ada2I(config)
-    load_weights(model, payload["state_dict"], path)
+    model = _model_of(payload["config"], payload["state_dict"], path)
     metadata = dict(payload["metadata"])
+    _check_metadata(metadata, path)
     # Checkpoints written before the recipe left the model config kept it there.
     recipe = {k: v for k, v in payload["config"].items() if k in TrainConfig.field_names()}
     metadata.setdefault("train_config", recipe)
     return model, metadata
 
 
+def _model_of(config: dict, state: dict, path) -> Ada2I:
+    """The model of ``config`` with the weights ``state``, checked on a meta-device skeleton first."""
+    try:
+        config = Ada2IConfig.from_dict(config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: invalid model config: {error}") from None
+    with torch.device("meta"):  # the shapes the config implies, before allocating anything
+        model = Ada2I(config)
+    skeleton = model.state_dict()
+    check_weights(skeleton, state, path)
+    # Assigned, not copied into initialised weights: loading draws nothing from the global random state.
+    model.load_state_dict({k: v.to(skeleton[k].dtype) for k, v in state.items()}, assign=True)
+    return model
+
+
+def _check_metadata(metadata: dict, path) -> None:
+    for key, kind in METADATA_TYPES.items():
+        value = metadata.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ValueError(f"{path}: metadata {key!r} should be {_type_name(kind)}, found {value!r:.60}")
+    if "classes" in metadata and not all(isinstance(name, str) for name in metadata["classes"]):
+        raise ValueError(f"{path}: metadata 'classes' should be a list of class names")
+
+
+def _type_name(kind) -> str:
+    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+
+
 def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
-    """Ours, or one written by the authors' training script (its metadata: the run's dataset, if recorded)."""
+    """A saved model: ours (``best.pt``), a run's current state (``last.pt``, its metadata saying so
+    in ``weights``), a run folder (its ``best.pt``, or its ``last.pt`` when no epoch has ended), or a
+    checkpoint written by the authors' training script (metadata: the run's dataset, if recorded)."""
+    path = _file_of(Path(path))
     payload = read_checkpoint(path)
     if is_own_checkpoint(payload):
-        return load_checkpoint(path)
-    dataset = getattr(payload.get("args") if isinstance(payload, dict) else None, "dataset", None)
-    return Ada2I.from_reference_checkpoint(path, **reference_overrides), ({"dataset": dataset} if dataset else {})
+        model, metadata = _own_model(payload, path)
+        return model, {"weights": f"{path}: the best-dev state (epoch {metadata.get('epoch', '?')})", **metadata}
+    if isinstance(payload, dict) and payload.get("format") == RUN_STATE_FORMAT:
+        state = RunState.from_dict(payload, path)
+        metadata = dict(state.run_info, train_config=state.train_config, epoch=state.finished_epochs)
+        _check_metadata(metadata, path)
+        steps = state.progress.get("steps", 0) if isinstance(state.progress, dict) else 0
+        metadata["weights"] = (f"{path}: the current weights after {state.finished_epochs} epoch(s)"
+                               + (f" and {steps} step(s) of epoch {state.epoch}" if steps else "")
+                               + ", not the best-dev state")
+        return _model_of(state.model_config, state.model, path), metadata
+    if isinstance(payload, dict) and "state_dict" in payload and "args" in payload:
+        dataset = getattr(payload.get("args"), "dataset", None)
+        return Ada2I.from_reference_checkpoint(path, **reference_overrides), ({"dataset": dataset} if dataset else {})
+    raise ValueError(f"{path}: neither a model of this package (best.pt), a run state (last.pt) nor an authors' "
+                     "checkpoint (a dict with 'args' and 'state_dict')")
 
+
+def _file_of(path: Path) -> Path:
+    """``path``, or for a run folder the file that holds its model: best.pt, else last.pt."""
+    if not path.is_dir():
+        return path
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise ValueError(f"{path}: a folder without best.pt or last.pt; not a training run folder")

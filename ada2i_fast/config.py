@@ -77,6 +77,18 @@ class _Config:
         return dataclasses.asdict(self)
 
     @classmethod
+    def from_dict(cls, values: dict, where: str | None = None):
+        """The config of a saved ``to_dict``; an unknown field or a bad value is a ``ValueError``
+        (prefixed with ``where``, the file it came from)."""
+        try:
+            unknown = sorted(set(values) - set(cls.field_names()))
+            if unknown:
+                raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(map(str, unknown))}")
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: {error}" if where else str(error)) from None
+
+    @classmethod
     def field_names(cls, *roles: str) -> tuple[str, ...]:
         """Every field's name, or those of the given roles."""
         return tuple(f.name for f in dataclasses.fields(cls) if not roles or f.metadata["role"] in roles)
@@ -121,14 +133,10 @@ class Ada2IConfig(_Config):
         return dict(spec.model_preset, input_dims=dict(spec.dims), num_classes=len(spec.classes))
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Ada2IConfig":
-        """The config of a saved ``to_dict``; training fields stored by checkpoints written before the
+    def from_dict(cls, values: dict, where: str | None = None) -> "Ada2IConfig":
+        """As :meth:`_Config.from_dict`; training fields stored by checkpoints written before the
         recipe moved to :class:`TrainConfig` are dropped."""
-        values = {k: v for k, v in values.items() if k not in TrainConfig.field_names()}
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ValueError(f"unknown Ada2IConfig field(s): {', '.join(unknown)}")
-        return cls(**values)
+        return super().from_dict({k: v for k, v in values.items() if k not in TrainConfig.field_names()}, where)
 
     def validate(self) -> None:
         bad = [m for m in self.modalities if m not in ORDER]
@@ -221,6 +229,9 @@ class TrainConfig(_Config):
         _check_int("patience", self.patience, 1)
         _check_int("log_every", self.log_every, 0)
         _check_int("max_skipped_steps", self.max_skipped_steps, 1)
+        _check_int("seed", self.seed, 0)
+        _check_int("start_mod", self.start_mod, 1)
+        _check_int("end_mod", self.end_mod, 1)
         for name in ("lr", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -23,8 +23,9 @@ def main(argv=None) -> dict:
 
 
 def report(args: argparse.Namespace) -> dict:
-    model, corpus, recipe = open_checkpoint_and_corpus(args.checkpoint, args.data, args.dataset)
+    model, corpus, recipe, weights = open_checkpoint_and_corpus(args.checkpoint, args.data, args.dataset)
     device = check_device(args.device)
+    print(f"model: {weights}")
     result = evaluate_split(model.to(device), corpus.splits[args.split], batch_size=recipe.batch_size, device=device)
     print(f"{args.split} on {corpus.source}: accuracy {result.accuracy:.4f} | weighted F1 {result.weighted_f1:.4f}")
     print(result.report(corpus.classes))

@@ -58,7 +58,8 @@ def main(argv=None) -> None:
 def write_predictions(args: argparse.Namespace) -> int:
     """Writes ``args.out``; returns the number of utterances written."""
     device = check_device(args.device)
-    model, corpus, recipe = open_checkpoint_and_corpus(args.checkpoint, args.data, args.dataset)
+    model, corpus, recipe, weights = open_checkpoint_and_corpus(args.checkpoint, args.data, args.dataset)
+    print(f"model: {weights}")
     split = corpus.splits[args.split]
     records = prediction_records(
         model.to(device), split, corpus.classes, batch_size=recipe.batch_size, device=device, precision=args.precision

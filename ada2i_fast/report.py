@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .cli import user_errors_as_one_line
 from .plots import RunCurves, plot_balance, plot_confusion, plot_dev_f1
+from .run_folder import read_records
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,13 +69,9 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict]:
         raise ValueError(f"{run_dir}: no metrics.jsonl; not a training run folder (python -m ada2i_fast.train --out DIR)")
     if not summary_path.is_file():
         raise ValueError(f"{run_dir}: no summary.json; the run has not finished (train writes it at the end)")
-    history = [_json(line, f"{metrics}, line {n}") for n, line in enumerate(metrics.read_text().splitlines(), 1)
-               if line.strip()]
+    history = read_records(metrics)
     if not history:
         raise ValueError(f"{metrics}: no epoch records")
-    for n, record in enumerate(history, 1):
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-            raise ValueError(f"{metrics}, record {n}: not an epoch record (an object with an integer 'epoch')")
     summary = _json(summary_path.read_text(), str(summary_path))
     if not isinstance(summary, dict):
         raise ValueError(f"{summary_path}: not a JSON object")

@@ -1,5 +1,7 @@
-"""A training run's folder: what it holds, refusing to mix two runs, and the state a run resumes from.
+"""A training run's folder: what it holds, one run at a time (a lock for the life of a run), and
+refusing to mix two runs.
 
+    run.json       the run's identity: its id, when it started, its data and configs
     metrics.jsonl  one strict-JSON line per finished epoch
     steps.jsonl    with --trace: one line per step (scores, ratios, coefficients, gradient and update norms)
     best.pt        the best-dev model (``checkpoint.save_checkpoint``)
@@ -10,32 +12,91 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import socket
 import time
 from pathlib import Path
 
-
-from .atomic import atomic_open, strict_json
+from .atomic import atomic_open, strict_json, write_json_atomic
 from .data import Corpus
 
-RUN_FILES = ("metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "summary.json", "training.png")
+RUN_FILES = ("run.json", "metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "summary.json", "training.png")
+LOCK_FILE = ".lock"
 
 
-def prepare_out(out: Path, *, overwrite: bool) -> None:
-    """Make ``out`` ready for a new run; refuse a file, or a folder that already holds a run."""
+class RunLock:
+    """An exclusive lock on a run folder for the life of a run: ``fcntl.flock`` on ``OUT/.lock``,
+    which holds the holder's PID, host and start time. The kernel releases it when the holder ends
+    in any way (SIGKILL included), so a dead holder's lock file never blocks the next run."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / LOCK_FILE
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise ValueError(f"{out} is in use by {holder}; wait for that run to end or stop it") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        self.handle.flush()
+
+    def release(self) -> None:
+        if not self.handle.closed:
+            self.handle.truncate(0)
+            self.handle.close()  # closing the descriptor releases the lock
+
+
+def prepare_out(out: Path, *, overwrite: bool) -> RunLock:
+    """Make ``out`` ready for a new run and lock it; refuse a file, an unusable path, a folder in use
+    or one that already holds a run."""
+    if out.is_symlink() and not out.exists():
+        raise ValueError(f"--out {out} is a symbolic link to nothing ({os.readlink(out)})")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(out)
+    except (OSError, ValueError) as error:
+        if isinstance(error, ValueError):
+            raise
+        raise ValueError(f"--out {out}: cannot use this folder ({error.strerror or error})") from None
     present = [name for name in RUN_FILES if (out / name).exists()]
     if present and not overwrite:
+        lock.release()
         raise ValueError(
             f"{out} already holds a run ({', '.join(present)}); continue it with --resume {out}, "
             f"replace it with --overwrite, or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
     for name in present:
         (out / name).unlink()
     remove_torn_writes(out)
+    return lock
+
+
+def write_run_identity(out: Path, identity: dict) -> None:
+    """``run.json``: which run the folder holds (its files must all belong to it)."""
+    write_json_atomic(out / "run.json", identity)
+
+
+def read_run_identity(out: Path) -> dict | None:
+    """The folder's ``run.json``, or None for a folder written before run ids existed."""
+    path = out / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        identity = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: damaged ({error}); the folder's run cannot be identified") from None
+    if not isinstance(identity, dict) or not isinstance(identity.get("run_id"), str):
+        raise ValueError(f"{path}: damaged (no run_id); the folder's run cannot be identified")
+    return identity
 
 
 def remove_torn_writes(out: Path) -> None:
@@ -68,18 +129,38 @@ def data_identity(corpus: Corpus) -> str:
 
 
 def read_history(run_dir: Path, epochs: int) -> list[dict]:
-    """The metrics of the first ``epochs`` epochs, rewriting ``metrics.jsonl`` (and ``steps.jsonl``)
-    without any later line (a run stopped between writing an epoch's lines and its state leaves some)."""
+    """The records of epochs 1..``epochs``, by their epoch numbers, rewriting ``metrics.jsonl`` (and
+    ``steps.jsonl``) without any later epoch (a run stopped between writing an epoch's lines and
+    its state leaves some); a damaged line or a missing epoch is an error naming the file."""
     path = run_dir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    history = [json.loads(line) for line in lines[:epochs]]
-    if len(history) != epochs:
-        raise ValueError(f"{path}: {len(history)} epoch lines where the saved state has {epochs}")
+    by_epoch = {r["epoch"]: r for r in read_records(path) if r["epoch"] <= epochs}
+    missing = [epoch for epoch in range(1, epochs + 1) if epoch not in by_epoch]
+    if missing:
+        raise ValueError(f"{path}: no line for epoch {missing[0]} although the saved state has {epochs} epoch(s)")
+    history = [by_epoch[epoch] for epoch in range(1, epochs + 1)]
     _rewrite(path, history)
     steps = run_dir / "steps.jsonl"
     if steps.exists():
-        _rewrite(steps, [row for row in map(json.loads, steps.read_text().splitlines()) if row["epoch"] <= epochs])
+        _rewrite(steps, [row for row in read_records(steps) if row["epoch"] <= epochs])
     return history
+
+
+def read_records(path: Path) -> list[dict]:
+    """The JSON objects of a ``.jsonl`` file of a run, each with an integer ``epoch``, or a ``ValueError``
+    naming the file and line."""
+    records = []
+    lines = path.read_text().splitlines() if path.exists() else []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {n}: not JSON ({error})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int) or record["epoch"] < 1:
+            raise ValueError(f"{path}, line {n}: not an epoch record (an object with a positive integer 'epoch')")
+        records.append(record)
+    return records
 
 
 def _rewrite(path: Path, records: list[dict]) -> None:

@@ -5,7 +5,10 @@ set up their runs here, and both run them with :meth:`RunSetup.run`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,7 +18,9 @@ from .config import Ada2IConfig, TrainConfig
 from .data import Corpus, load_corpus
 from .distributed import SINGLE, Context
 from .kernels import use_backend
-from .run_folder import data_identity, fresh_run_dir, prepare_out
+from .run_folder import (
+    RunLock, data_identity, fresh_run_dir, prepare_out, read_run_identity, remove_torn_writes, write_run_identity,
+)
 from .run_state import RunState, load_state
 from .trainer import Trainer
 
@@ -28,13 +33,18 @@ class RunSetup:
     out: Path
     run_info: dict
     state: RunState | None = None  # what --resume continues from
+    lock: RunLock | None = None  # held on the process that writes the folder
 
     def run(self, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
-        """Train (or continue) the run; returns its summary."""
-        with use_backend(self.train_config.backend):
-            trainer = Trainer(self.corpus, self.model_config, self.train_config, self.out, self.run_info,
-                              on_epoch_end=on_epoch_end)
-            return trainer.run(resume=self.state)
+        """Train (or continue) the run; returns its summary. The folder stays locked until it ends."""
+        try:
+            with use_backend(self.train_config.backend):
+                trainer = Trainer(self.corpus, self.model_config, self.train_config, self.out, self.run_info,
+                                  on_epoch_end=on_epoch_end)
+                return trainer.run(resume=self.state)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def open_corpus(dataset: str, data: str | None, *, seed: int, size: float, task: str, synthetic: str = "redundant",
@@ -52,9 +62,17 @@ def open_corpus(dataset: str, data: str | None, *, seed: int, size: float, task:
     return corpus.validate(num_classes=len(corpus.classes))
 
 
+def recipe_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The recipe and execution options: the preset of ``--dataset`` with the flags given."""
+    chosen = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.field_names()}
+    with _naming_flags():
+        return TrainConfig.preset(args.dataset, **chosen)
+
+
 def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2IConfig, TrainConfig]:
-    """The preset of ``--dataset`` with the flags given, and the corpus's dims and classes."""
-    chosen = {name: value for name, value in vars(args).items() if value is not None}
+    """The preset of ``--dataset`` with the flags given, and the corpus's dims and classes; a bad
+    value is a ``ValueError`` naming its flag."""
+    chosen = {k: v for k, v in vars(args).items() if v is not None and k in Ada2IConfig.field_names("model")}
     if args.no_afw:
         if chosen.get("mmt_nlayers", 0):
             raise ValueError("--no-afw and --mmt-nlayers contradict each other")
@@ -63,25 +81,36 @@ def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2ICo
         if chosen.get("mmcosine"):
             raise ValueError("--no-amw and --mmcosine contradict each other")
         chosen["mmcosine"] = False
-    model_overrides = {k: v for k, v in chosen.items() if k in Ada2IConfig.field_names("model")}
-    if "modalities" not in model_overrides:  # the preset's modalities that the data has (transcripts: "t")
+    if "modalities" not in chosen:  # the preset's modalities that the data has (transcripts: "t")
         preset = Ada2IConfig.preset(args.dataset).modalities
-        model_overrides["modalities"] = "".join(m for m in preset if m in corpus.dims) or preset
-    model_config = Ada2IConfig.preset(args.dataset, **model_overrides)
+        chosen["modalities"] = "".join(m for m in preset if m in corpus.dims) or preset
+    with _naming_flags():
+        model_config = Ada2IConfig.preset(args.dataset, **chosen)
     missing = [m for m in model_config.modalities if m not in corpus.dims]
     if missing:
         raise ValueError(f"the data has no modality {missing[0]!r} (it has {corpus.modalities!r})")
     model_config = model_config.replace(
         input_dims={m: corpus.dims[m] for m in model_config.modalities}, num_classes=len(corpus.classes)
     )
-    train_overrides = {k: v for k, v in chosen.items() if k in TrainConfig.field_names("recipe", "execution")}
-    return model_config, TrainConfig.preset(args.dataset, **train_overrides)
+    return model_config, recipe_from_args(args)
+
+
+@contextlib.contextmanager
+def _naming_flags():
+    """A config's ``ValueError("field must ...")`` as ``ValueError("--field must ...")``."""
+    try:
+        yield
+    except ValueError as error:
+        field, _, rest = str(error).partition(" ")
+        if field in (*Ada2IConfig.field_names(), *TrainConfig.field_names()):
+            raise ValueError(f"--{field.replace('_', '-')} {rest}") from None
+        raise
 
 
 def new_run(args: argparse.Namespace, context: Context = SINGLE, corpora: dict | None = None) -> RunSetup:
     """The data, configs and fresh output folder of a new run (the folder made by rank 0).
     ``corpora``: a cache of the corpora already opened by this process (a study's worker)."""
-    seed = args.seed if args.seed is not None else TrainConfig.preset(args.dataset).seed
+    seed = recipe_from_args(args).seed  # a bad flag fails here, before any data is read
     key = (args.dataset, args.data, seed, args.size, args.task, args.synthetic)
 
     def load():
@@ -97,16 +126,21 @@ def new_run(args: argparse.Namespace, context: Context = SINGLE, corpora: dict |
     corpus, model_config, train_config, identity = context.on_every_rank(load)
     context.agree(identity, "loaded other data than rank 0 (their fingerprints differ); every process needs the "
                   "same --data")
-
-    def make_out() -> str:
-        out = Path(args.out) if args.out else fresh_run_dir(Path("runs") / args.dataset)
-        prepare_out(out, overwrite=args.overwrite)
-        return str(out)
-
-    out = Path(context.on_main(make_out))
     run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
-                    synthetic=args.synthetic, classes=list(corpus.classes), data_identity=identity)
-    return RunSetup(corpus, model_config, train_config, out, run_info)
+                    synthetic=args.synthetic, classes=list(corpus.classes), data_identity=identity,
+                    run_id=uuid.uuid4().hex)
+    locks = []
+
+    def make_out() -> tuple[str, str]:
+        out = Path(args.out) if args.out else fresh_run_dir(Path("runs") / args.dataset)
+        locks.append(prepare_out(out, overwrite=args.overwrite))
+        write_run_identity(out, dict(run_id=run_info["run_id"], started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                                     **{k: v for k, v in run_info.items() if k != "run_id"},
+                                     model_config=model_config.to_dict(), train_config=train_config.to_dict()))
+        return str(out), run_info["run_id"]
+
+    out, run_info["run_id"] = context.on_main(make_out)  # every rank records rank 0's run id
+    return RunSetup(corpus, model_config, train_config, Path(out), run_info, lock=locks[0] if locks else None)
 
 
 def resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, context: Context = SINGLE) -> RunSetup:
@@ -118,17 +152,24 @@ def resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, conte
     if changed:
         raise ValueError(f"--resume continues a run with its own settings; drop {', '.join(changed)}")
     out = Path(args.resume)
+    if not args.resume or not out.is_dir():
+        raise ValueError(f"--resume {args.resume!r}: no such run folder")
+    locks = []
 
     def read_state() -> RunState:
+        locks.append(RunLock(out))
+        remove_torn_writes(out)
         state = load_state(out)
         state.check_world_size(context.world_size, out)
+        check_belongs(state, out)
         return state
 
     state = context.on_main(read_state)
     run_info, defaults = state.run_info, TrainConfig()
     execution = {name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
                  for name in resumable}
-    train_config = TrainConfig(**{**state.train_config, **execution})
+    train_config = TrainConfig.from_dict({**state.train_config, **execution}, f"{out / 'last.pt'}")
+    model_config = Ada2IConfig.from_dict(state.model_config, f"{out / 'last.pt'}")
     data = None if run_info["data"].startswith("synthetic") else run_info["data"]
 
     def load() -> Corpus:
@@ -140,4 +181,19 @@ def resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, conte
         return corpus
 
     corpus = context.on_every_rank(load)
-    return RunSetup(corpus, Ada2IConfig.from_dict(state.model_config), train_config, out, run_info, state)
+    return RunSetup(corpus, model_config, train_config, out, run_info, state, lock=locks[0] if locks else None)
+
+
+def check_belongs(state: RunState, out: Path) -> None:
+    """Refuse a ``last.pt`` that another run wrote (copied in from elsewhere): its run id must be the
+    folder's (``run.json``), and its weights finite."""
+    identity = read_run_identity(out)
+    theirs = state.run_info.get("run_id")
+    if identity is not None and theirs != identity["run_id"]:
+        raise ValueError(f"{out / 'last.pt'} belongs to another run ({theirs or 'one without a run id'}) than the one "
+                         f"{out} holds ({identity['run_id']}, started {identity.get('started', '?')}); "
+                         "refusing to mix two runs")
+    bad = next((name for name, value in state.model.items()
+                if getattr(value, "is_floating_point", lambda: False)() and not value.isfinite().all()), None)
+    if bad is not None:
+        raise ValueError(f"{out / 'last.pt'}: the weight {bad!r} holds NaN or inf; this state cannot be resumed")

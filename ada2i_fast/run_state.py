@@ -9,11 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import torch
-
-from .atomic import atomic_open
 from .run_folder import remove_torn_writes
-from .torch_file import read_checkpoint
+from .torch_file import read_checkpoint, write_checkpoint
 
 FORMAT = "ada2i_fast/run-state"
 
@@ -53,7 +50,23 @@ class RunState:
         missing = sorted(required - set(values))
         if missing:
             raise ValueError(f"{path}: the run state lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in values.items() if k in names})
+        state = cls(**{k: v for k, v in values.items() if k in names})
+        state.validate(path)
+        return state
+
+    def validate(self, path: Path) -> None:
+        """Every field of the type its annotation names, counts in range and one random state per
+        process; a ``ValueError`` naming ``path`` and the field otherwise."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), _type_of(f.type)
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                raise ValueError(f"{path}: run state field {f.name!r} should be {str(f.type)}, found {value!r:.60}")
+        for name, low in (("epoch", 1), ("finished_epochs", 0), ("best_epoch", 0), ("world_size", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{path}: run state field {name!r} is {getattr(self, name)}, below {low}")
+        if len(self.rng) != self.world_size or not all(isinstance(r, dict) for r in self.rng):
+            raise ValueError(f"{path}: run state field 'rng' should hold one random state per process "
+                             f"({self.world_size})")
 
     def check_world_size(self, world_size: int, out: Path) -> None:
         """A run resumes with the number of processes it was trained with (its batches' shards and
@@ -66,6 +79,13 @@ class RunState:
 
 
 _FORMAT_1 = "ada2i_fast/run-state/1"
+_TYPES = {"dict": dict, "list": list, "int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _type_of(annotation) -> type | tuple[type, ...]:
+    """The class an annotation names (``"list[dict]"`` -> list; ``float`` accepts ints too)."""
+    name = annotation.split("[")[0] if isinstance(annotation, str) else getattr(annotation, "__origin__", annotation).__name__
+    return _TYPES[name]
 
 
 def _from_version_1(values: dict) -> dict:
@@ -76,9 +96,8 @@ def _from_version_1(values: dict) -> dict:
 
 
 def save_state(path: Path, state: RunState) -> None:
-    """Write ``state`` atomically."""
-    with atomic_open(path) as handle:
-        torch.save(state.to_dict(), handle)
+    """Write ``state`` atomically, with checksums."""
+    write_checkpoint(path, state.to_dict())
 
 
 def load_state(run_dir: Path, schema: type[RunState] = RunState) -> RunState:

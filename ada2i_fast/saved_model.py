@@ -15,7 +15,9 @@ from .model import Ada2I
 
 def add_saved_model_flags(parser: argparse.ArgumentParser) -> None:
     """--checkpoint, --data, --dataset, --split and --device, as every command on a saved model takes them."""
-    parser.add_argument("--checkpoint", required=True, help="best.pt of a training run, or an authors' checkpoint")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a training run's folder (its best.pt, or its last.pt before any epoch ended), its best.pt "
+                        "or last.pt (the current weights), or an authors' checkpoint")
     add_data_flag(parser, "legacy pickle, cache or transcript corpus to apply the model to; without it and "
                   "$ADA2I_DATA, the data recorded in the checkpoint")
     parser.add_argument("--dataset", choices=tuple(DATASETS), default=None,
@@ -25,10 +27,11 @@ def add_saved_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="where the model runs (default: cuda where there is one, else cpu)")
 
 
-def open_checkpoint_and_corpus(checkpoint, data, dataset: str | None) -> tuple[Ada2I, Corpus, TrainConfig]:
-    """The model of ``checkpoint`` (ours or the authors'), the corpus it is applied to and its recipe:
-    ``data``, else the data the checkpoint records; ``dataset`` names the layout for a checkpoint that
-    does not record it. A corpus whose classes differ from the model's is refused."""
+def open_checkpoint_and_corpus(checkpoint, data, dataset: str | None) -> tuple[Ada2I, Corpus, TrainConfig, str]:
+    """The model of ``checkpoint`` (a run's best.pt or last.pt, a run folder, or the authors'), the
+    corpus it is applied to, its recipe and which weights these are: ``data``, else the data the
+    checkpoint records; ``dataset`` names the layout for a checkpoint that does not record it. A
+    corpus whose classes differ from the model's is refused."""
     model, metadata = load_any_checkpoint(checkpoint)
     recorded_dataset = metadata.get("dataset")
     dataset_name = dataset or recorded_dataset
@@ -39,7 +42,7 @@ def open_checkpoint_and_corpus(checkpoint, data, dataset: str | None) -> tuple[A
             f"this checkpoint was trained on {recorded_dataset}, not {dataset}; its classes would be misnamed "
             f"(drop --dataset, or pass --data with a corpus of the checkpoint's classes)"
         )
-    recipe = TrainConfig(**metadata.get("train_config", {}))
+    recipe = TrainConfig.from_dict(metadata.get("train_config", {}), str(checkpoint))
     recorded_data = metadata.get("data")
     path = data or (None if recorded_data is None or recorded_data.startswith("synthetic") else recorded_data)
     corpus = load_corpus(
@@ -58,4 +61,4 @@ def open_checkpoint_and_corpus(checkpoint, data, dataset: str | None) -> tuple[A
             f"the checkpoint predicts the classes {', '.join(trained_on)}; the data at {corpus.source} has "
             f"{', '.join(corpus.classes)}"
         )
-    return model, corpus, recipe
+    return model, corpus, recipe, metadata.get("weights", f"{checkpoint}: an authors' checkpoint")

@@ -35,6 +35,7 @@ from .plots import plot_training
 from .run_folder import read_history, write_step_trace
 from .run_state import RunState, save_state
 from .step import ShardStep, make_optimizer, train_step
+from .torch_file import load_weights
 
 TRACE_NORMS = ("grad_norm_before", "grad_norm_after", "update_norm")  # train_step's trace
 TRACED = ("skipped", "unimodal_score", "ratios", "coefficients", *TRACE_NORMS)  # steps.jsonl
@@ -200,24 +201,35 @@ class Trainer:
 
     def restore(self, state: RunState) -> None:
         """Continue where ``state`` (the run's ``last.pt``) left off: weights, optimizer, scheduler,
-        early stopping, the epoch in progress and every random state of this process."""
+        early stopping, the epoch in progress and every random state of this process. A state these
+        do not accept is a ``ValueError`` naming ``last.pt``."""
         state.check_world_size(self.context.world_size, self.out)
-        self.model.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)
-        self.scheduler.load_state_dict(state.scheduler)
         self.best_f1, self.best_epoch = state.best_f1, state.best_epoch
-        self.epoch, self.progress = state.epoch, EpochProgress(**state.progress)
+        self.best_state, self.history = self.context.on_main(lambda: self.read_run_files(state))
+        try:
+            load_weights(self.model, state.model, self.out / "last.pt")
+            self.optimizer.load_state_dict(state.optimizer)
+            self.scheduler.load_state_dict(state.scheduler)
+            self.epoch, self.progress = state.epoch, EpochProgress(**state.progress)
+            rng = state.rng[self.context.rank]  # last: nothing after it may draw
+            torch.set_rng_state(rng["torch"])
+            self.generator.set_state(rng["generator"])
+            if self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        except (KeyError, TypeError, RuntimeError, IndexError) as error:
+            raise ValueError(f"{self.out / 'last.pt'}: damaged run state, cannot resume from it "
+                             f"({type(error).__name__}: {error})") from None
 
-        def read_run_files():
-            best = load_checkpoint(self.out / "best.pt")[0].state_dict() if state.best_epoch else None
-            return best, read_history(self.out, state.finished_epochs)
-
-        self.best_state, self.history = self.context.on_main(read_run_files)
-        rng = state.rng[self.context.rank]
-        torch.set_rng_state(rng["torch"])
-        self.generator.set_state(rng["generator"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
+    def read_run_files(self, state: RunState) -> tuple[dict | None, list[dict]]:
+        """The best-dev weights (``best.pt``, which must belong to this run) and the epoch records."""
+        best = None
+        if state.best_epoch:
+            model, metadata = load_checkpoint(self.out / "best.pt")
+            if metadata.get("run_id") != self.run_info.get("run_id"):
+                raise ValueError(f"{self.out / 'best.pt'} belongs to another run than {self.out / 'last.pt'}; "
+                                 "refusing to mix two runs")
+            best = model.state_dict()
+        return best, read_history(self.out, state.finished_epochs)
 
     def run_epoch(self, stop: StopRequest) -> bool:
         """Continue epoch ``self.epoch`` from ``self.progress.steps``; False when ``stop`` ended it

@@ -70,7 +70,7 @@ def _predict(checkpoint, out, *extra):
 def test_one_line_per_test_utterance_in_corpus_order(trained_run, tmp_path):
     run, summary = trained_run
     records = _predict(run / "best.pt", tmp_path / "predictions.jsonl")
-    _, corpus, _ = predict.open_checkpoint_and_corpus(run / "best.pt", None, None)
+    _, corpus, _, _ = predict.open_checkpoint_and_corpus(run / "best.pt", None, None)
     split = corpus.splits["test"]
     assert len(records) == split.num_utterances
     expected_keys = {"dialogue_id", "utterance", "gold", "predicted", "probabilities", "contributions", "bias"}
@@ -110,7 +110,7 @@ def test_bf16_predictions_stay_close_to_fp32(trained_run, tmp_path):
 def test_another_split_can_be_asked_for(trained_run, tmp_path):
     run, _ = trained_run
     records = _predict(run / "best.pt", tmp_path / "dev.jsonl", "--split", "dev")
-    _, corpus, _ = predict.open_checkpoint_and_corpus(run / "best.pt", None, None)
+    _, corpus, _, _ = predict.open_checkpoint_and_corpus(run / "best.pt", None, None)
     assert len(records) == corpus.splits["dev"].num_utterances
 
 

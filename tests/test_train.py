@@ -18,7 +18,7 @@ def _run(tmp_path, name, *extra):
 def test_same_seed_gives_identical_metrics(tmp_path):
     out_a, a = _run(tmp_path, "a", "--size", "0.05", "--epochs", "2")
     out_b, b = _run(tmp_path, "b", "--size", "0.05", "--epochs", "2")
-    a.pop("timing"), b.pop("timing")
+    a.pop("timing"), b.pop("timing"), a.pop("run_id"), b.pop("run_id")
     assert a == b
     strip = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("seconds", "utterances_per_second")}
     assert [strip(l) for l in (out_a / "metrics.jsonl").read_text().splitlines()] == [

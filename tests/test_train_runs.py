@@ -12,6 +12,7 @@ import torch
 from ada2i_fast import Ada2I, TrainConfig, evaluate, train, trainer
 from ada2i_fast.checkpoint import load_checkpoint, save_checkpoint
 from ada2i_fast.step import make_optimizer, train_step
+from ada2i_fast.torch_file import CHECKSUMS, write_checkpoint
 from conftest import random_batch, tiny_config
 
 TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",
@@ -24,7 +25,7 @@ def _run(out, *extra):
 
 def _comparable(out):
     summary = json.loads((out / "summary.json").read_text())
-    summary.pop("timing")
+    summary.pop("timing"), summary.pop("run_id")  # every run has its own id
     metrics = [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "utterances_per_second")}
                for line in (out / "metrics.jsonl").read_text().splitlines()]
     return summary, metrics, load_checkpoint(out / "best.pt")[0].state_dict()
@@ -82,8 +83,8 @@ def test_resume_refuses_changed_settings_and_a_folder_without_state(tmp_path):
 def test_an_existing_run_is_refused_unless_overwritten(tmp_path):
     out = tmp_path / "run"
     _run(out, "--epochs", "1")
-    with pytest.raises(SystemExit, match=r"already holds a run \(metrics\.jsonl, best\.pt, last\.pt, summary\.json, "
-                                         r"training\.png\); continue it with --resume"):
+    with pytest.raises(SystemExit, match=r"already holds a run \(run\.json, metrics\.jsonl, best\.pt, last\.pt, "
+                                         r"summary\.json, training\.png\); continue it with --resume"):
         _run(out, "--epochs", "1")
     _run(out, "--epochs", "1", "--overwrite", "--seed", "3")
     assert json.loads((out / "summary.json").read_text())["train_config"]["seed"] == 3
@@ -152,13 +153,14 @@ def test_evaluate_refuses_non_finite_or_misshapen_weights_and_another_datasets_c
     out = tmp_path / "run"
     _run(out, "--epochs", "1")
     payload = torch.load(out / "best.pt", weights_only=False)
+    payload.pop(CHECKSUMS)
     key = "head.fc_out.weight"
     for name, change, message in (
         ("nan.pt", lambda w: w * float("nan"), "holds non-finite values"),
         ("shape.pt", lambda w: w[:, :-1], r"should have shape \(7, 48\), found \(7, 47\)"),
     ):
         broken = {**payload, "state_dict": {**payload["state_dict"], key: change(payload["state_dict"][key])}}
-        torch.save(broken, tmp_path / name)
+        write_checkpoint(tmp_path / name, broken)  # well-formed files with checksums of their own
         with pytest.raises(SystemExit, match=rf"^error: .*{name}: '{key}' {message}"):
             evaluate.main(["--checkpoint", str(tmp_path / name)])
     with pytest.raises(SystemExit, match="trained on meld, not iemocap"):

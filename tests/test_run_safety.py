@@ -1,0 +1,250 @@
+"""Nothing lost, nothing silently wrong (issue 19): one run per folder at a time, checkpoints that
+carry checksums and their run's id, a resume that takes only its own run's files, and one error line
+for every damaged file or unusable path."""
+
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+from ada2i_fast import evaluate, predict, train, trainer
+from ada2i_fast import torch_file
+from ada2i_fast.run_folder import RunLock, read_history
+from ada2i_fast.step import train_step
+from ada2i_fast.torch_file import CHECKSUMS, write_checkpoint
+
+TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",
+        "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]
+
+
+def _run(out, *extra):
+    return train.main([*TINY, "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    _run(out, "--epochs", "2")
+    return out
+
+
+def _interrupted_run(out, monkeypatch, after_step=3):
+    calls = {"n": 0}
+
+    def step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == after_step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    with pytest.raises(SystemExit):
+        _run(out, "--epochs", "2")
+    monkeypatch.undo()
+    return out
+
+
+def _hold_lock(out, ready, release):
+    lock = RunLock(out)
+    ready.set()
+    release.wait(60)
+    lock.release()
+
+
+# --- 1. one run per folder --------------------------------------------------------------------
+
+def test_a_folder_in_use_is_refused_naming_the_holder_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    context = multiprocessing.get_context("fork")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(out, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(SystemExit, match=rf"^error: {out} is in use by process {holder.pid} on .* since "):
+            _run(out, "--epochs", "1")
+        with pytest.raises(SystemExit, match=rf"is in use by process {holder.pid}"):
+            train.main(["--resume", str(out), "--quiet"])
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join()
+    _run(out, "--epochs", "1")  # the kernel released the dead holder's lock
+    assert (out / "summary.json").is_file() and (out / ".lock").read_text() == ""
+
+
+def test_the_history_is_read_by_epoch_numbers_and_a_damaged_line_is_named(tmp_path):
+    records = [{"epoch": e, "n": i} for i, e in enumerate((1, 1, 2, 2, 3))]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [(r["epoch"], r["n"]) for r in read_history(tmp_path, 2)] == [(1, 1), (2, 3)]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match=r"no line for epoch 3 although the saved state has 3"):
+        read_history(tmp_path, 3)
+    with open(tmp_path / "metrics.jsonl", "a") as metrics:
+        metrics.write("garbage\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl, line 3: not JSON"):
+        read_history(tmp_path, 2)
+
+
+# --- 2. a resume takes only its own run's files ------------------------------------------------
+
+def test_another_runs_last_pt_or_one_with_non_finite_weights_is_not_resumed(finished, tmp_path, monkeypatch):
+    out = _interrupted_run(tmp_path / "b", monkeypatch)
+    own = torch.load(out / "last.pt", weights_only=False)
+    shutil.copy(finished / "last.pt", out / "last.pt")
+    with pytest.raises(SystemExit, match=r"last\.pt belongs to another run \(\w+\) than the one .* holds \(\w+, "
+                                         r"started .*\); refusing to mix two runs"):
+        train.main(["--resume", str(out), "--quiet"])
+    own.pop(CHECKSUMS)
+    own["model"]["head.fc_out.weight"][0, 0] = float("nan")
+    write_checkpoint(out / "last.pt", own)
+    with pytest.raises(SystemExit, match=r"last\.pt: the weight 'head\.fc_out\.weight' holds NaN or inf"):
+        train.main(["--resume", str(out), "--quiet"])
+
+
+# --- 3. checksums ------------------------------------------------------------------------------
+
+def _flip_bytes_inside(path, tensor):
+    """Flip 64 bytes in the middle of ``tensor``'s data inside the file ``path``."""
+    data = bytearray(path.read_bytes())
+    raw = tensor.contiguous().view(torch.uint8).numpy().tobytes()
+    at = data.find(raw)
+    assert at >= 0
+    middle = at + len(raw) // 2
+    data[middle:middle + 64] = bytes(b ^ 0x5A for b in data[middle:middle + 64])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("file", ["best.pt", "last.pt"])
+def test_flipped_bytes_inside_a_checkpoints_tensors_are_refused_everywhere(finished, tmp_path, file):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    payload = torch.load(out / file, weights_only=False)
+    weights = payload["state_dict" if file == "best.pt" else "model"]
+    _flip_bytes_inside(out / file, weights["encoders.t.lin_out.weight"])
+    refused = rf"^error: .*{file}: the tensor /(state_dict|model)/encoders\.t\.lin_out\.weight differs from the " \
+              r"checksum written with it"
+    with pytest.raises(SystemExit, match=refused):
+        evaluate.main(["--checkpoint", str(out / file)])
+    with pytest.raises(SystemExit, match=refused):
+        predict.main(["--checkpoint", str(out / file), "--out", str(tmp_path / "p.jsonl")])
+    if file == "last.pt":
+        (out / "summary.json").unlink()
+        with pytest.raises(SystemExit, match=refused):
+            train.main(["--resume", str(out), "--quiet"])
+
+
+def test_edited_metadata_is_refused_and_files_without_checksums_still_load(finished, tmp_path):
+    payload = torch.load(finished / "best.pt", weights_only=False)
+    payload["metadata"]["dev_weighted_f1"] = 0.99
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(SystemExit, match=r"edited\.pt: its metadata differs from the checksum"):
+        evaluate.main(["--checkpoint", str(tmp_path / "edited.pt")])
+    payload.pop(CHECKSUMS)
+    torch.save(payload, tmp_path / "older.pt")  # as written before checksums existed
+    assert evaluate.main(["--checkpoint", str(tmp_path / "older.pt")])["weighted_f1"] > 0
+
+
+# --- 5. sizes read from a file -----------------------------------------------------------------
+
+def test_a_checkpoint_asking_for_a_huge_synthetic_corpus_is_one_error_line(finished, tmp_path):
+    payload = torch.load(finished / "best.pt", weights_only=False)
+    payload.pop(CHECKSUMS)
+    payload["metadata"]["size"] = 1e5
+    write_checkpoint(tmp_path / "huge.pt", payload)
+    with pytest.raises(SystemExit, match=r"^error: synthetic size 100000.0 needs about .* choose a smaller --size"):
+        evaluate.main(["--checkpoint", str(tmp_path / "huge.pt")])
+
+
+# --- 7. one error line, never a traceback ------------------------------------------------------
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+
+    def full(obj, handle):
+        handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+
+    monkeypatch.setattr(torch_file.torch, "save", full)
+    with pytest.raises(SystemExit, match=rf"^error: no space left on the device of {out} while writing best\.pt "
+                                         r"\(any earlier best\.pt is intact\); free some space"):
+        _run(out, "--epochs", "1")
+    assert not list(out.glob(".*.tmp")) and not (out / "best.pt").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.pop("run_info"), r"the run state lacks run_info"),
+    (lambda s: s.pop("rng"), r"the run state lacks rng"),
+    (lambda s: s["train_config"].update(bogus=1), r"unknown TrainConfig field\(s\): bogus"),
+    (lambda s: s.update(epoch="2"), r"run state field 'epoch' should be int, found '2'"),
+    (lambda s: s["rng"][0].update(torch=torch.zeros(3, dtype=torch.uint8)), r"damaged run state, cannot resume"),
+    (lambda s: s["model"].update({"head.fc_out.bias": torch.zeros(3)}), r"'head\.fc_out\.bias' should have shape"),
+])
+def test_damaged_fields_of_last_pt_are_named(finished, tmp_path, damage, message):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    (out / "summary.json").unlink()
+    state = torch.load(out / "last.pt", weights_only=False)
+    state.pop(CHECKSUMS)
+    damage(state)
+    write_checkpoint(out / "last.pt", state)
+    with pytest.raises(SystemExit, match=rf"^error: .*last\.pt: .*{message}"):
+        train.main(["--resume", str(out), "--quiet"])
+
+
+def test_damaged_best_pt_metadata_and_a_damaged_history_are_named(finished, tmp_path):
+    payload = torch.load(finished / "best.pt", weights_only=False)
+    payload.pop(CHECKSUMS)
+    payload["metadata"]["classes"] = 7
+    write_checkpoint(tmp_path / "best.pt", payload)
+    with pytest.raises(SystemExit, match=r"best\.pt: metadata 'classes' should be list, found 7"):
+        evaluate.main(["--checkpoint", str(tmp_path / "best.pt")])
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    (out / "summary.json").unlink()
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\nnot json\n')
+    with pytest.raises(SystemExit, match=r"^error: .*metrics\.jsonl, line 2: not JSON"):
+        train.main(["--resume", str(out), "--quiet"])
+
+
+def test_unusable_paths_and_flags_are_one_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for out, message in ((a_file / "sub", r"--out .*file/sub: cannot use this folder \(Not a directory\)"),
+                         ("/proc/x", r"--out /proc/x: cannot use this folder"),
+                         (tmp_path / "dangling", r"--out .*dangling is a symbolic link to nothing")):
+        with pytest.raises(SystemExit, match=rf"^error: {message}"):
+            _run(out, "--epochs", "1")
+    with pytest.raises(SystemExit, match=r"^error: --resume '': no such run folder"):
+        train.main(["--resume", ""])
+    with pytest.raises(SystemExit, match=r"^error: --seed must be an int >= 0, got -1"):
+        _run(tmp_path / "x", "--seed", "-1")
+
+
+def test_a_refused_payload_is_one_line_without_torchs_advice(tmp_path):
+    class Runs:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": Runs()}, buffer)
+    (tmp_path / "evil.pt").write_bytes(buffer.getvalue())
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--checkpoint", str(tmp_path / "evil.pt")])
+    message = str(refused.value)
+    assert message.startswith(f"error: {tmp_path / 'evil.pt'}: not a loadable checkpoint (refused or corrupt): ")
+    assert "GLOBAL posix.system" in message and "weights_only" not in message and "\n" not in message
+
+
+def test_evaluate_takes_last_pt_and_a_run_folder_and_says_which_weights(finished, capsys):
+    evaluate.main(["--checkpoint", str(finished / "last.pt")])
+    assert "the current weights after 2 epoch(s), not the best-dev state" in capsys.readouterr().out
+    evaluate.main(["--checkpoint", str(finished)])
+    assert f"model: {finished / 'best.pt'}: the best-dev state (epoch" in capsys.readouterr().out
