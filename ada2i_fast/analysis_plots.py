@@ -10,13 +10,15 @@ from matplotlib.ticker import MaxNLocator
 
 from .analyze import SweepRuns
 from .modalities import NAMES
-from .plots import save_figure
+from .plots import paper_style, save_figure
 
 _VARIANT_STYLE = {
     "full": dict(color="tab:green", label="full model"),
     "no-modulation": dict(color="tab:red", label="without modulation"),
     "no-amw": dict(color="tab:purple", label="without AMW (concat head)"),
     "no-afw": dict(color="tab:orange", label="without AFW"),
+    "no-grad-noise": dict(color="tab:blue", label="modulation without noise"),
+    "continuous-k": dict(color="tab:brown", label="continuous k (not the method)"),
 }
 _KIND_COLOURS = {"pair": "tab:blue", "single": "tab:grey"}
 
@@ -31,6 +33,7 @@ def _band(ax, epochs, stats, **style) -> None:
     ax.fill_between(epochs, means - stds, means + stds, color=style["color"], alpha=0.15, linewidth=0)
 
 
+@paper_style
 def plot_unimodal(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     bars = (("alone_", "trained alone", "tab:grey"), ("inside_", "own head, full model", "tab:green"),
             ("inside_no_modulation_", "own head, without modulation", "tab:red"))
@@ -53,6 +56,7 @@ def plot_unimodal(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     save_figure(fig, path)
 
 
+@paper_style
 def plot_scores(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     modalities = list(runs.modalities)
     fig, panels = plt.subplots(1, len(modalities), figsize=(4.5 * len(modalities), 4), sharey=True,
@@ -70,6 +74,7 @@ def plot_scores(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     save_figure(fig, path)
 
 
+@paper_style
 def plot_gaps(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 3), 4.5), constrained_layout=True)
@@ -89,6 +94,7 @@ def plot_gaps(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     save_figure(fig, path)
 
 
+@paper_style
 def plot_ratios(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     modalities = list(runs.modalities)
     fig, panels = plt.subplots(1, len(modalities), figsize=(4.5 * len(modalities), 4), sharey=True,
@@ -106,6 +112,7 @@ def plot_ratios(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     save_figure(fig, path)
 
 
+@paper_style
 def plot_robustness(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     modalities = list(runs.modalities)
     levels = result["levels"]
@@ -142,5 +149,30 @@ def _mark_modulation(ax, runs: SweepRuns) -> None:
                 xytext=(3, 0), textcoords="offset points")
 
 
+
+
+@paper_style
+def plot_modulation(runs: SweepRuns, result: dict, path, *, title: str) -> None:
+    modalities = list(runs.modalities)
+    fig, axes = plt.subplots(2, len(modalities), figsize=(4.5 * len(modalities), 7), sharex=True, sharey="row",
+                             squeeze=False, constrained_layout=True)
+    for column, m in enumerate(modalities):
+        for variant, per_modality in result["curves"].items():
+            for row, key in enumerate(("coefficient", "update_norm")):
+                if key == "coefficient" and variant in ("no-modulation", "no-grad-noise"):
+                    continue  # no-modulation computes k but does not apply it; no-noise applies the full model's
+                series = per_modality[m][key]
+                _band(axes[row, column], [int(e) for e in series], list(series.values()), **_VARIANT_STYLE[variant])
+        axes[0, column].set(title=f"{NAMES[m]}: coefficient k applied")
+        axes[1, column].set(title=f"{NAMES[m]}: encoder update ‖Δθ‖ per step", xlabel="epoch")
+        for row in range(2):
+            _mark_modulation(axes[row, column], runs)
+    axes[0, 0].set_ylabel("k (1: not slowed)")
+    axes[1, 0].set_ylabel("‖Δθ‖ of Adam's step")
+    axes[0, -1].legend(loc="lower right")
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
 PLOTS = {"unimodal": plot_unimodal, "scores": plot_scores, "gaps": plot_gaps, "ratios": plot_ratios,
-         "robustness": plot_robustness}
+         "modulation": plot_modulation, "robustness": plot_robustness}

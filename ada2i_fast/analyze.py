@@ -5,6 +5,7 @@ and NAME.json into ``--out``)::
     python -m ada2i_fast.analyze scores     SWEEP_RUNS   # Fig. 1b: each modality's batch-average score over training
     python -m ada2i_fast.analyze gaps       SWEEP_RUNS   # Fig. 4: the full model's gap to every pair and single modality
     python -m ada2i_fast.analyze ratios     SWEEP_RUNS   # Fig. 5: rho_m over epochs, full model vs without AMW / AFW
+    python -m ada2i_fast.analyze modulation SWEEP_RUNS   # k, gradient and update norms per encoder (traced runs)
     python -m ada2i_fast.analyze robustness SWEEP_RUNS   # test F1 with a modality missing or corrupted by noise
     python -m ada2i_fast.analyze all        SWEEP_RUNS
 
@@ -26,8 +27,10 @@ from .atomic import atomic_open, write_json_atomic
 from .cli import user_errors_as_one_line
 from .modalities import NAMES, ORDER
 from .report import read_run
+from .run_folder import read_records
+from .stats import mean_std, pm, verdict
 
-ANALYSES = ("unimodal", "scores", "gaps", "ratios", "robustness")
+ANALYSES = ("unimodal", "scores", "gaps", "ratios", "modulation", "robustness")
 ROBUSTNESS_VARIANTS = ("full", "no-modulation", "no-amw", "no-afw")
 
 
@@ -38,6 +41,10 @@ class Run:
     path: Path
     history: list[dict]
     summary: dict
+
+    @property
+    def variant_modalities(self) -> str:
+        return self.summary["config"]["modalities"]
 
     def at_best_epoch(self) -> dict:
         """The epoch record of the best-dev epoch (the state the test scores belong to)."""
@@ -78,33 +85,10 @@ class SweepRuns:
     def modalities(self) -> str:
         return self.full
 
-
-def mean_std(values) -> dict:
-    """Mean, sample std (None below two values) and count."""
-    values = [float(v) for v in values]
-    if not values:
-        return dict(mean=None, std=None, n=0)
-    return dict(mean=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else None,
-                n=len(values))
-
-
-def pm(stat: dict, signed: bool = False) -> str:
-    """``mean ± std`` (``mean (1 seed)`` without a spread, ``—`` without values)."""
-    if stat["mean"] is None:
-        return "—"
-    mean = f"{stat['mean']:+.3f}" if signed else f"{stat['mean']:.3f}"
-    return f"{mean} ± {stat['std']:.3f}" if stat["std"] is not None else f"{mean} (1 seed)"
-
-
-def verdict(gap: dict) -> str:
-    """Where a paired gap (variant − full) stands against its seed spread."""
-    if gap["mean"] is None or gap["std"] is None:
-        return "1 seed: no spread"
-    if gap["mean"] + gap["std"] < 0:
-        return "full model better"
-    if gap["mean"] - gap["std"] > 0:
-        return "variant better"
-    return "within seed spread"
+    @property
+    def traced(self) -> bool:
+        """Whether the full model's runs wrote ``steps.jsonl`` (``train --trace``)."""
+        return any((run.path / "steps.jsonl").is_file() for run in self.variant("full").values())
 
 
 # --- (1a) unimodal ---------------------------------------------------------------------------------
@@ -236,6 +220,75 @@ def _ratio_spread(run: Run) -> float:
     return statistics.fmean(max(r["ratio"].values()) - 1 for r in modulated)
 
 
+# --- what the modulation does ----------------------------------------------------------------------
+
+MODULATION_VARIANTS = ("full", "no-grad-noise", "no-modulation", "continuous-k")
+
+
+def modulation(runs: SweepRuns) -> dict:
+    """From the traced steps (``train --trace``): per modality, the coefficient k the full model's
+    step applied, how often the modality was the weakest (k = 1), how modulation changed its encoder's
+    gradient norm (noise included), and the norm of the optimizer's update of its encoder with
+    modulation, with modulation but no noise, and without modulation (means over the modulated
+    epochs, then over seeds; ratios paired by seed)."""
+    traced = {v: {s: _step_means(run) for s, run in runs.variant(v).items() if (run.path / "steps.jsonl").is_file()}
+              for v in MODULATION_VARIANTS}
+    traced = {v: t for v, t in traced.items() if t or v != "continuous-k"}  # an alternative, when it ran
+    if not traced["full"]:
+        raise ValueError(f"{runs.root}: the full model's runs have no steps.jsonl; train them with --trace")
+    rows = []
+    for m in runs.modalities:
+        full = traced["full"]
+        row = dict(modality=m, k=mean_std(t[m]["k"] for t in full.values()),
+                   weakest=mean_std(t[m]["weakest"] for t in full.values()),
+                   gradient_gain=mean_std(t[m]["gain"] for t in full.values()))
+        for v in traced:
+            row[f"update_{v}"] = mean_std(t[m]["update"] for t in traced[v].values())
+            if v != "full":
+                row[f"update_full_over_{v}"] = mean_std(full[s][m]["update"] / traced[v][s][m]["update"]
+                                                        for s in full if s in traced[v])
+        rows.append(row)
+    others = [v for v in traced if v != "full"]
+    lines = ["Means over the modulated epochs of each traced run, then mean ± std over seeds. k: the coefficient "
+             "applied to the modality's encoder gradients; weakest: the share of steps in which it had the lowest "
+             "score (k = 1); gradient gain: ‖g‖ after modulation (and noise) / ‖g‖ before; update: ‖Δθ‖ of the "
+             "encoder's Adam step; full / variant: the full model's update over the variant's, paired by seed.", "",
+             "| modality | k | weakest | gradient gain | " + " | ".join(f"update, {v}" for v in traced) + " | "
+             + " | ".join(f"full / {v}" for v in others) + " |", "|---|---|---|---|" + "---|" * (2 * len(traced) - 1)]
+    for row in rows:
+        lines.append(f"| {NAMES[row['modality']]} | {pm(row['k'])} | {pm(row['weakest'])} | {pm(row['gradient_gain'])} | "
+                     + " | ".join(pm(row[f"update_{v}"], digits=4) for v in traced) + " | "
+                     + " | ".join(pm(row[f"update_full_over_{v}"]) for v in others) + " |")
+    epochs = {v: {m: {k: curves_of_steps(runs.variant(v), m, k) for k in ("coefficient", "update_norm")}
+                  for m in runs.modalities} for v in traced if traced[v]}
+    return dict(rows=rows, curves=epochs, markdown="\n".join(lines))
+
+
+def _step_means(run: Run) -> dict:
+    """Per modality, means over the run's modulated steps of k, weakest, gradient gain and update norm."""
+    start = run.summary["train_config"]["start_mod"]
+    steps = [row for row in read_records(run.path / "steps.jsonl") if row["epoch"] >= start and not row["skipped"]]
+    if not steps:
+        raise ValueError(f"{run.path / 'steps.jsonl'}: no traced step from epoch {start} on")
+    return {m: dict(k=statistics.fmean(s["coefficient"][m] for s in steps),
+                    weakest=statistics.fmean(s["ratio"][m] == 1.0 for s in steps),
+                    gain=statistics.fmean(s["grad_norm_after"][m] / s["grad_norm_before"][m] for s in steps),
+                    update=statistics.fmean(s["update_norm"][m] for s in steps))
+            for m in run.variant_modalities}
+
+
+def curves_of_steps(runs: dict[int, Run], modality: str, key: str) -> dict:
+    """Per epoch: mean ± std over seeds of the epoch's mean traced ``key`` of ``modality``."""
+    per_seed = {}
+    for seed, run in runs.items():
+        by_epoch: dict[int, list[float]] = {}
+        for row in read_records(run.path / "steps.jsonl"):
+            by_epoch.setdefault(row["epoch"], []).append(row[key][modality])
+        per_seed[seed] = {epoch: statistics.fmean(values) for epoch, values in by_epoch.items()}
+    epochs = sorted({e for series in per_seed.values() for e in series})
+    return {str(e): mean_std(series[e] for series in per_seed.values() if e in series) for e in epochs}
+
+
 # --- robustness ------------------------------------------------------------------------------------
 
 def robustness_table(runs: SweepRuns, *, levels, device: str = "cpu") -> dict:
@@ -316,6 +369,9 @@ def main(argv=None) -> None:
     chosen = ANALYSES if args.analysis == "all" else (args.analysis,)
     out.mkdir(parents=True, exist_ok=True)
     for analysis in chosen:
+        if analysis == "modulation" and args.analysis == "all" and not runs.traced:
+            print("modulation: skipped; the full model's runs were not traced (train --trace)\n")
+            continue
         if analysis == "robustness":
             result = robustness_table(runs, levels=tuple(args.levels or NOISE_LEVELS), device=args.device)
         else:
@@ -329,12 +385,13 @@ def main(argv=None) -> None:
     print(f"wrote {', '.join(f'{out / a}.png/.md/.json' for a in chosen)}")
 
 
-ANALYSIS_TABLES = {"unimodal": unimodal, "scores": scores, "gaps": gaps, "ratios": ratios}
+ANALYSIS_TABLES = {"unimodal": unimodal, "scores": scores, "gaps": gaps, "ratios": ratios, "modulation": modulation}
 _TITLES = {
     "unimodal": "Each modality alone and inside the model",
     "scores": "Each modality's batch-average score over training",
     "gaps": "The full model against every pair and single modality",
     "ratios": "Disparity ratios over training",
+    "modulation": "What the gradient modulation does to each encoder",
     "robustness": "Robustness to a missing or noisy modality",
 }
 

@@ -13,9 +13,16 @@ def disparity_ratios(scores: Tensor) -> Tensor:
     return scores / scores.min()
 
 
-def modulation_coefficients(ratios: Tensor, alpha: float) -> Tensor:
-    """k_m = 1 - tanh(alpha * rho_m) where rho_m > 1, else 1 (discontinuous at 1 on purpose)."""
-    return torch.where(ratios > 1, 1 - torch.tanh(alpha * ratios), torch.ones_like(ratios))
+CURVES = ("method", "continuous")
+
+
+def modulation_coefficients(ratios: Tensor, alpha: float, curve: str = "method") -> Tensor:
+    """k_m = 1 - tanh(alpha * rho_m) where rho_m > 1, else 1 (``method``: SPEC §3, discontinuous at 1
+    on purpose, so any modality just above the weakest is slowed by about tanh(alpha)), or
+    k_m = 1 - tanh(alpha * (rho_m - 1)) (``continuous``: 1 at rho = 1, slowing a modality by how far
+    it leads the weakest; not the method, an option to study it)."""
+    shift = 1.0 if curve == "continuous" else 0.0
+    return torch.where(ratios > 1, 1 - torch.tanh(alpha * (ratios - shift)), torch.ones_like(ratios))
 
 
 def apply_modulation(

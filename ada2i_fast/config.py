@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .balance import CURVES
 from .datasets import DatasetSpec, dataset_spec
 from .devices import PRECISIONS, default_device
 from .kernels import BACKENDS
@@ -190,6 +191,9 @@ class TrainConfig(_Config):
     alpha: float = setting(0.037, role="recipe", help="modulation strength: k_m = 1 - tanh(alpha * rho_m) where "
                            "rho_m > 1")
     modulation: bool = setting(True, role="recipe", help="gradient modulation of the encoders by k_m (SPEC §3)")
+    modulation_curve: str = setting("method", role="recipe", choices=CURVES,
+                                    help="method: k = 1 - tanh(alpha*rho) for rho > 1 (SPEC §3); continuous: "
+                                    "k = 1 - tanh(alpha*(rho - 1)), not the method (README, balance study)")
     grad_noise: bool = setting(True, role="recipe", help="with modulation, add N(0, std(g)^2) to each encoder "
                                "gradient (the public code's --normalize)")
     start_mod: int = setting(4, role="recipe", help="first epoch with modulation (1-based)")
@@ -198,7 +202,8 @@ class TrainConfig(_Config):
     lr: float = setting(1.7e-4, role="recipe", help="Adam's learning rate")
     weight_decay: float = setting(1e-8, role="recipe", help="Adam's weight decay")
     batch_size: int = setting(10, role="recipe", help="dialogues per batch")
-    epochs: int = setting(50, role="recipe", help="most epochs to train")
+    epochs: int = setting(50, role="recipe", resumable=True,
+                          help="most epochs to train; with --resume, a larger number extends a stopped or finished run")
     patience: int = setting(20, role="recipe", help="stop after this many epochs without a better dev weighted F1")
     max_grad_norm: float = setting(2.0, role="recipe", help="global gradient-norm clip")
     seed: int = setting(12, role="recipe", help="seeds the weights, dropout, batch order, noise and a synthetic corpus")
@@ -217,6 +222,9 @@ class TrainConfig(_Config):
     log_every: int = setting(0, role="execution", resumable=True,
                              help="show the running loss every N steps (0: once per epoch)")
     progress: bool = setting(True, role="execution", resumable=True, help="progress bars (--quiet: none)")
+    keep_last: bool = setting(False, role="execution", resumable=True,
+                              help="keep last.pt (the state to continue from) when the run ends, to extend it later "
+                              "with --resume DIR --epochs N")
     trace: bool = setting(False, role="execution", help="write steps.jsonl: per step, each modality's score, rho, "
                           "k, encoder gradient norm before and after modulation and weight update norm")
 
@@ -240,6 +248,8 @@ class TrainConfig(_Config):
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.start_mod > self.end_mod:
             raise ValueError(f"start_mod ({self.start_mod}) must not exceed end_mod ({self.end_mod})")
+        if self.modulation_curve not in CURVES:
+            raise ValueError(f"modulation_curve must be one of {CURVES}, got {self.modulation_curve!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 

@@ -116,9 +116,10 @@ class Context:
             return values, torch.tensor(float(stop))
         return all_reduce_step(params, values, stop)
 
-    def stop_vote(self) -> "StopVote":
-        """How this run agrees to stop: alone at once, in a group after the same step everywhere."""
-        return StopVote() if self.joined else _OwnStop()
+    def stop_vote(self, asked: Callable[[], bool]) -> "StopVote":
+        """How this run agrees to stop: alone after the step during which ``asked()`` became true, in a
+        group after the same step on every process (the step after the one whose all-reduce carried it)."""
+        return StopVote() if self.joined else _OwnStop(asked)
 
     def agree(self, value: T, disagreement: str) -> T:
         """``value`` when every rank has the same one, else ``ValueError("rank R " + disagreement)``
@@ -254,10 +255,14 @@ class StopVote:
 
 
 class _OwnStop(StopVote):
-    """A process alone stops after the step during which it was asked to (its flag is a CPU tensor)."""
+    """A process alone stops after the step during which it was asked to; no flag needs reducing."""
+
+    def __init__(self, asked: Callable[[], bool]) -> None:
+        super().__init__()
+        self.asked = asked
 
     def push(self, flag: Tensor) -> bool:
-        return bool(flag)
+        return self.asked()
 
     def drain(self) -> bool:
         return False

@@ -3,17 +3,37 @@ balance and dev F1 of runs overlaid, a confusion matrix; :func:`save_figure` wri
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import matplotlib
 import numpy as np
 
 from .atomic import atomic_open
+from .modalities import NAMES
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+# Sizes that stay legible when a figure is shrunk to one column of a two-column paper.
+PAPER_STYLE = {"font.size": 12, "axes.titlesize": 12, "axes.labelsize": 12, "legend.fontsize": 10,
+               "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.titlesize": 13}
+FORMATS = ("png", "pdf", "svg")
+
+
+def paper_style(plot):
+    """``plot`` drawn with :data:`PAPER_STYLE` (matplotlib's global settings are left as they were)."""
+
+    @functools.wraps(plot)
+    def styled(*args, **kwargs):
+        with plt.rc_context(PAPER_STYLE):
+            return plot(*args, **kwargs)
+
+    return styled
 
 
 @dataclass(frozen=True)
@@ -38,6 +58,7 @@ class RunCurves:
         return np.asarray(values)
 
 
+@paper_style
 def plot_training(history: list[dict], path, *, title: str) -> None:
     """One run: losses, dev weighted F1, and the disparity ratio per modality."""
     epochs = [r["epoch"] for r in history]
@@ -50,7 +71,7 @@ def plot_training(history: list[dict], path, *, title: str) -> None:
     f1.plot(epochs, [r["dev"]["weighted_f1"] for r in history], marker="o")
     f1.set(xlabel="epoch", ylabel="weighted F1", title="dev weighted F1")
     for modality in history[0]["ratio"]:
-        ratios.plot(epochs, [r["ratio"][modality] for r in history], label=f"rho_{modality}")
+        ratios.plot(epochs, [r["ratio"][modality] for r in history], label=f"ρ of {NAMES[modality]}")
     ratios.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
     ratios.set(xlabel="epoch", ylabel="disparity ratio", title="refined disparity ratio (mean per epoch)")
     ratios.legend()
@@ -58,24 +79,28 @@ def plot_training(history: list[dict], path, *, title: str) -> None:
     save_figure(fig, path)
 
 
+@paper_style
 def plot_balance(runs: Sequence[RunCurves], path) -> None:
     """Disparity ratio ρ_m (top row) and modulation coefficient k_m (bottom row) over epochs, one
     column per modality, runs overlaid; filled markers are epochs with gradient modulation."""
     modalities = modalities_of(runs)
     fig, axes = plt.subplots(2, len(modalities), figsize=(4.5 * len(modalities), 7), squeeze=False,
-                             sharex=True, constrained_layout=True)
+                             sharex=True, sharey="row", constrained_layout=True)
     for column, modality in enumerate(modalities):
         rho, k = axes[0, column], axes[1, column]
         rho.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
         for colour, run in zip(run_colours(len(runs)), runs):
             _plot_modulated_curve(rho, run, run.series("ratio", modality), colour)
             _plot_modulated_curve(k, run, run.series("coefficient", modality), colour)
-        rho.set(title=f"ρ_{modality}  (disparity ratio)", ylabel="ρ")
-        k.set(title=f"k_{modality}  (modulation coefficient)", ylabel="k", xlabel="epoch")
+        rho.set(title=f"{NAMES[modality]}: disparity ratio ρ")
+        k.set(title=f"{NAMES[modality]}: modulation coefficient k", xlabel="epoch")
+    axes[0, 0].set_ylabel("ρ (weakest modality: 1)")
+    axes[1, 0].set_ylabel("k (1: not slowed)")
     _legend_of_runs(fig, runs, extra="★ best dev epoch · filled markers: modulated epochs")
     save_figure(fig, path)
 
 
+@paper_style
 def plot_dev_f1(runs: Sequence[RunCurves], path) -> None:
     """Per modality, its own dev weighted F1 (solid) against the fused model's (dashed), runs overlaid."""
     modalities = modalities_of(runs)
@@ -87,12 +112,13 @@ def plot_dev_f1(runs: Sequence[RunCurves], path) -> None:
             panel.plot(run.epochs, run.series("dev", "unimodal_weighted_f1", modality), color=colour, marker=".")
             panel.plot(run.epochs, fused, color=colour, linestyle="--", alpha=0.7)
             _mark_best_epoch(panel, run, fused, colour)
-        panel.set(title=f"{modality} alone (solid) vs fused (dashed)", xlabel="epoch")
+        panel.set(title=f"{NAMES[modality]}'s own head (solid) vs fused (dashed)", xlabel="epoch")
     axes[0, 0].set_ylabel("dev weighted F1")
     _legend_of_runs(fig, runs, extra="★ best dev epoch")
     save_figure(fig, path)
 
 
+@paper_style
 def plot_confusion(matrix, classes: Sequence[str], path, *, title: str) -> None:
     """Counts per (true, predicted) class, coloured by the share of the true class's utterances."""
     counts = np.asarray(matrix, dtype=float)
@@ -129,9 +155,10 @@ def run_colours(n: int) -> list:
 
 
 def save_figure(fig, path) -> None:
+    """Write ``fig`` atomically in the format its suffix names (png, pdf or svg)."""
     try:
         with atomic_open(path) as handle:
-            fig.savefig(handle, format="png", dpi=100)
+            fig.savefig(handle, format=Path(path).suffix.lstrip(".") or "png", dpi=150)
     finally:
         plt.close(fig)
 
@@ -166,33 +193,47 @@ def _legend_of_runs(fig, runs: Sequence[RunCurves], *, extra: str) -> None:
 _VARIANT_COLOURS = {"full": "tab:green", "pair": "tab:blue", "single": "tab:grey", "ablation": "tab:orange"}
 
 
+@paper_style
 def plot_variant_gaps(rows: list[dict], path, *, reference: str, title: str) -> None:
-    """The pairwise-gap figure: per variant a bar of mean weighted F1 over seeds with its std as an
-    error bar, test and dev side by side; the ``reference`` variant's mean as a line (its std as a
-    band), and each bar labelled with its gap to it. ``rows``: dicts with ``variant``, ``test`` and
-    ``dev`` as (mean, std), and ``kind`` (full, pair, single or ablation) for the colour."""
-    names = [row["variant"] for row in rows]
+    """The pairwise-gap figure: per variant a bar of mean weighted F1 over seeds (from 0) with its std
+    as an error bar, test and dev side by side; the ``reference`` variant's mean as a line (its std
+    as a band), and each bar labelled with its gap to it. ``rows``: dicts with ``variant``, ``test``
+    and ``dev`` (``stats.mean_std``), and ``kind`` (full, pair, single or ablation) for the colour."""
+    names = [_variant_label(row["variant"]) for row in rows]
     colours = [_VARIANT_COLOURS.get(row.get("kind"), "tab:blue") for row in rows]
-    fig, panels = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(rows) + 4), 4.5), constrained_layout=True)
+    fig, panels = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(rows) + 4), 5), sharey=True,
+                               constrained_layout=True)
     for panel, split in zip(panels, ("test", "dev")):
-        means = [row[split][0] for row in rows]
-        stds = [row[split][1] for row in rows]
+        means = np.array([row[split]["mean"] for row in rows])
+        stds = np.array([row[split]["std"] or 0.0 for row in rows])
         panel.bar(names, means, yerr=stds, capsize=4, color=colours, edgecolor="black", linewidth=0.5, zorder=2)
-        low = max(0.0, min(m - s for m, s in zip(means, stds)) - 0.05)
-        high = max(m + s for m, s in zip(means, stds)) + 0.04
-        panel.set_ylim(low, high)
-        if reference in names:
-            ref_mean, ref_std = rows[names.index(reference)][split]
-            panel.axhline(ref_mean, color=_VARIANT_COLOURS["full"], linestyle="--", linewidth=1, zorder=3,
-                          label=f"{reference} (full model) {ref_mean:.3f}")
-            panel.axhspan(ref_mean - ref_std, ref_mean + ref_std, color=_VARIANT_COLOURS["full"], alpha=0.12, zorder=0)
-            for x, (name, mean, std) in enumerate(zip(names, means, stds)):
-                if name != reference:
-                    panel.annotate(f"{mean - ref_mean:+.3f}", (x, mean + std), ha="center", va="bottom",
-                                   fontsize=8, xytext=(0, 2), textcoords="offset points")
-            panel.legend(loc="lower left", fontsize=8)
-        panel.set(ylabel="weighted F1", title=f"{split} weighted F1, mean ± std over seeds (label: gap to {reference})")
+        panel.set_ylim(0, min(1.0, float((means + stds).max()) + 0.08))
+        if reference in [row["variant"] for row in rows]:
+            ref = rows[[row["variant"] for row in rows].index(reference)][split]
+            panel.axhline(ref["mean"], color=_VARIANT_COLOURS["full"], linestyle="--", linewidth=1, zorder=3)
+            panel.axhspan(ref["mean"] - (ref["std"] or 0), ref["mean"] + (ref["std"] or 0),
+                          color=_VARIANT_COLOURS["full"], alpha=0.12, zorder=0)
+            for x, (row, mean, std) in enumerate(zip(rows, means, stds)):
+                if row["variant"] != reference:
+                    panel.annotate(f"{mean - ref['mean']:+.3f}", (x, mean + std), ha="center", va="bottom",
+                                   fontsize=9, xytext=(0, 2), textcoords="offset points")
+        panel.set(title=f"{split} weighted F1 (label: gap to the full model)")
         panel.tick_params(axis="x", labelrotation=30)
-    fig.suptitle(title, fontsize=10)
+    panels[0].set_ylabel("weighted F1, mean ± std over seeds")
+    kinds = [kind for kind in _VARIANT_COLOURS if any(row.get("kind") == kind for row in rows)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=_VARIANT_COLOURS[kind]) for kind in kinds]
+    handles.append(plt.Line2D([], [], color=_VARIANT_COLOURS["full"], linestyle="--"))
+    fig.legend(handles, [_KIND_LABELS[kind] for kind in kinds] + ["full model's mean (band: its std)"],
+               loc="outside lower center", ncols=len(handles), frameon=False)
+    fig.suptitle(title)
     save_figure(fig, path)
 
+
+_KIND_LABELS = {"full": "full model", "pair": "two modalities", "single": "one modality", "ablation": "ablation"}
+
+
+def _variant_label(variant: str) -> str:
+    """A modality subset by its modalities' full names, an ablation by its name."""
+    if set(variant) <= set(NAMES):
+        return " + ".join(NAMES[m] for m in variant)
+    return variant

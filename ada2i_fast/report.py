@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from .cli import user_errors_as_one_line
-from .plots import RunCurves, plot_balance, plot_confusion, plot_dev_f1
+from .plots import FORMATS, RunCurves, plot_balance, plot_confusion, plot_dev_f1
 from .run_folder import read_records
 
 
@@ -30,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a folder written by train")
-    parser.add_argument("--out", type=Path, default=None, help="where the PNGs go (see above for the default)")
+    parser.add_argument("--out", type=Path, default=None, help="where the pictures go (see above for the default)")
+    parser.add_argument("--name", nargs="+", default=None, metavar="NAME",
+                        help="each run's label in the pictures, one per RUN_DIR (default: the folder's name, or its "
+                        "parent's when the folder is named by its date and time)")
+    parser.add_argument("--format", choices=FORMATS, default="png", help="file format of the pictures (default: png)")
     return parser
 
 
@@ -39,19 +43,22 @@ def main(argv=None) -> None:
     """The CLI (returns None: console scripts exit with what ``main`` returns). A folder that is not a
     finished run ends in one ``error:`` line."""
     args = build_parser().parse_args(argv)
-    write_report(args.run_dirs, args.out or default_out(args.run_dirs))
+    if args.name is not None and len(args.name) != len(args.run_dirs):
+        raise ValueError(f"--name gives {len(args.name)} label(s) for {len(args.run_dirs)} run folder(s); give one each")
+    write_report(args.run_dirs, args.out or default_out(args.run_dirs), labels=args.name, suffix=f".{args.format}")
 
 
-def write_report(run_dirs: list[Path], out: Path) -> list[Path]:
-    """Writes the PNGs of ``run_dirs`` into ``out``; returns their paths."""
-    labels = run_labels(run_dirs)
+def write_report(run_dirs: list[Path], out: Path, *, labels: list[str] | None = None, suffix: str = ".png"
+                 ) -> list[Path]:
+    """Writes the pictures of ``run_dirs`` into ``out``; returns their paths."""
+    labels = labels or run_labels(run_dirs)
     runs = [read_run(run_dir) for run_dir in run_dirs]
     curves = [RunCurves(label, history, summary["best_epoch"]) for label, (history, summary) in zip(labels, runs)]
-    written = [out / "balance.png", out / "dev_f1.png"]
+    written = [out / f"balance{suffix}", out / f"dev_f1{suffix}"]
     plot_balance(curves, written[0])
     plot_dev_f1(curves, written[1])
     for label, (_, summary) in zip(labels, runs):
-        name = "confusion.png" if len(runs) == 1 else f"confusion-{file_safe(label)}.png"
+        name = f"confusion{suffix}" if len(runs) == 1 else f"confusion-{file_safe(label)}{suffix}"
         plot_confusion(summary["test"]["confusion_matrix"], summary["classes"], out / name,
                        title=confusion_title(label, summary))
         written.append(out / name)
@@ -84,13 +91,21 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict]:
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
-    """Each folder's name, or as many trailing path parts as it takes to tell the folders apart."""
+    """Each folder's name (its parent's for a folder named by its date and time, as train names
+    them), or as many trailing path parts as it takes to tell the folders apart."""
+    readable = [_readable_name(run_dir.resolve()) for run_dir in run_dirs]
+    if len(set(readable)) == len(readable):
+        return readable
     parts = [run_dir.resolve().parts for run_dir in run_dirs]
     for depth in range(1, max(len(p) for p in parts) + 1):
         labels = ["/".join(p[-depth:]) for p in parts]
         if len(set(labels)) == len(labels):
             return labels
     raise ValueError("a run folder is named twice")
+
+
+def _readable_name(run_dir: Path) -> str:
+    return run_dir.parent.name if re.fullmatch(r"\d{8}-\d{6}(-\d+)?", run_dir.name) else run_dir.name
 
 
 def default_out(run_dirs: list[Path]) -> Path:

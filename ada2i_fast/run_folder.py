@@ -80,6 +80,11 @@ def prepare_out(out: Path, *, overwrite: bool) -> RunLock:
     return lock
 
 
+def run_files(out: Path) -> list[Path]:
+    """The run's files present in ``out``, in :data:`RUN_FILES` order."""
+    return [out / name for name in RUN_FILES if (out / name).is_file()]
+
+
 def write_run_identity(out: Path, identity: dict) -> None:
     """``run.json``: which run the folder holds (its files must all belong to it)."""
     write_json_atomic(out / "run.json", identity)

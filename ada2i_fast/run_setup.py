@@ -16,6 +16,7 @@ from typing import Callable
 from .cli import changed_flags
 from .config import Ada2IConfig, TrainConfig
 from .data import Corpus, load_corpus
+from .devices import default_device
 from .distributed import SINGLE, Context
 from .kernels import use_backend
 from .run_folder import (
@@ -159,17 +160,23 @@ def resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, conte
     def read_state() -> RunState:
         locks.append(RunLock(out))
         remove_torn_writes(out)
+        if not (out / "last.pt").is_file() and (out / "summary.json").is_file():
+            raise ValueError(f"--resume {out}: the run has finished and its last.pt was removed; a run to be extended "
+                             "later needs --keep-last")
         state = load_state(out)
         state.check_world_size(context.world_size, out)
         check_belongs(state, out)
         return state
 
     state = context.on_main(read_state)
-    run_info, defaults = state.run_info, TrainConfig()
-    execution = {name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
-                 for name in resumable}
-    train_config = TrainConfig.from_dict({**state.train_config, **execution}, f"{out / 'last.pt'}")
+    run_info = state.run_info
+    # Not given: the run's own value, but the device, which is this machine's.
+    given = {name: getattr(args, name) for name in resumable if getattr(args, name) is not None}
+    train_config = TrainConfig.from_dict({**state.train_config, "device": default_device(), **given},
+                                         f"{out / 'last.pt'}")
     model_config = Ada2IConfig.from_dict(state.model_config, f"{out / 'last.pt'}")
+    if args.epochs is not None:
+        context.on_main(lambda: record_extension(out, state, train_config))
     data = None if run_info["data"].startswith("synthetic") else run_info["data"]
 
     def load() -> Corpus:
@@ -182,6 +189,21 @@ def resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, conte
 
     corpus = context.on_every_rank(load)
     return RunSetup(corpus, model_config, train_config, out, run_info, state, lock=locks[0] if locks else None)
+
+
+def record_extension(out: Path, state: RunState, train_config: TrainConfig) -> None:
+    """Check that ``--epochs`` extends the run, and add the extension to the launches in ``run.json``."""
+    if train_config.epochs <= state.finished_epochs:
+        raise ValueError(f"--epochs {train_config.epochs}: the run in {out} has already trained "
+                         f"{state.finished_epochs} epoch(s); give more to extend it")
+    if state.epoch - state.best_epoch > train_config.patience:
+        raise ValueError(f"--epochs: the run in {out} stopped early after epoch {state.finished_epochs} (no better dev "
+                         f"F1 for {train_config.patience} epochs); more epochs would not continue it")
+    identity = read_run_identity(out)
+    if identity is not None:
+        extension = dict(at=time.strftime("%Y-%m-%d %H:%M:%S"), after_epoch=state.finished_epochs,
+                         epochs=train_config.epochs)
+        write_run_identity(out, {**identity, "extensions": [*identity.get("extensions", []), extension]})
 
 
 def check_belongs(state: RunState, out: Path) -> None:

@@ -86,7 +86,7 @@ def train_step(
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.max_grad_norm)
     skipped = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
     ratios = disparity_ratios(scores)
-    coefficients = modulation_coefficients(ratios, train_config.alpha)
+    coefficients = modulation_coefficients(ratios, train_config.alpha, train_config.modulation_curve)
     if trace:
         extra["grad_norm_before"] = encoder_grad_norms(model)
     if modulate:

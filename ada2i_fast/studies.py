@@ -47,9 +47,13 @@ def add_study_flags(parser: argparse.ArgumentParser, *, default_out: str, defaul
                         help=f"folder of the trials' runs, the results and the default study database (default: {default_out})")
     parser.add_argument("--storage", help="SQLAlchemy URL of the study's database; every machine that names the same one "
                         "shares the work (default: sqlite:///OUT/study.db)")
-    parser.add_argument("--study-name", default=default_study, help=f"(default: {default_study})")
+    parser.add_argument("--study-name", default=default_study,
+                        help=f"the study's name in the storage; one storage can hold several (default: {default_study})")
     parser.add_argument("--workers", type=_at_least_one, default=1,
                         help="parallel training processes on this machine (default: 1)")
+    parser.add_argument("--keep-weights", action="store_true",
+                        help="keep each trial's best.pt (about 75 MB at the meld preset; python -m ada2i_fast.analyze "
+                        "robustness needs them); without it a trial keeps its metrics, summary and pictures only")
 
 
 def _at_least_one(text: str) -> int:
@@ -268,23 +272,29 @@ def check_trainer_flags(trainer_argv: list[str], *, command: str, reserved: tupl
     return args
 
 
-def train_run(trainer_argv: list[str], out: Path, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+def train_run(trainer_argv: list[str], out: Path, on_epoch_end: Callable[[dict], None] | None = None,
+              keep_weights: bool = False) -> dict:
     """Train as ``python -m ada2i_fast.train TRAINER_ARGV --out OUT`` would, replacing a run left in
-    ``out`` (a failed trial's); what it prints goes to ``out/train.log``. Returns the run's summary.
+    ``out`` (a failed trial's); what it prints goes to ``out/train.log``. Returns the run's summary;
+    the run's ``best.pt`` is removed at the end unless ``keep_weights``.
     A run stopped by SIGINT or SIGTERM raises ``trainer.RunInterrupted``, a KeyboardInterrupt, which
     optuna records as a failed trial before it stops the worker."""
     args = build_parser().parse_args([*trainer_argv, "--out", str(out), "--quiet", "--overwrite"])
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        return new_run(args, corpora=_corpora).run(on_epoch_end)
+        summary = new_run(args, corpora=_corpora).run(on_epoch_end)
+    if not keep_weights:
+        (out / "best.pt").unlink(missing_ok=True)
+    return summary
 
 
 _corpora: dict = {}  # the corpora a worker process has opened, by (dataset, data, seed, size, task, family)
 
 
-def where(path: Path) -> str:
-    """A run folder as another machine's report should name it."""
-    return f"{socket.gethostname()}:{Path(path).resolve()}"
+def record_run_dir(trial, run_dir: Path) -> None:
+    """Which folder (and on which machine) holds the trial's run."""
+    trial.set_user_attr("run_dir", str(Path(run_dir).resolve()))
+    trial.set_user_attr("host", socket.gethostname())
 
 
 def run_workers(work: Callable[..., None], workers: int, *work_args) -> None:

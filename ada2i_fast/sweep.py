@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,9 +27,10 @@ from .atomic import atomic_open, write_json_atomic
 from .cli import console_script, user_errors_as_one_line
 from .modalities import NAMES, ORDER, in_order
 from .plots import plot_variant_gaps
+from .stats import mean_std, pm, verdict
 from .studies import (
     add_study_flags, check_trainer_flags, claimed, load_finished_study, open_storage, require_optuna, run_workers,
-    split_trainer_flags, start_study, storage_url, train_run, where,
+    record_run_dir, split_trainer_flags, start_study, storage_url, train_run,
 )
 
 FULL = ORDER
@@ -49,20 +49,26 @@ ABLATIONS = {
     "no-grad-noise": (("--no-grad-noise",), "full model, modulation without gradient noise (--no-grad-noise)"),
     "reference": (("--compat", "reference"), "full model with the public code's semantics (--compat reference)"),
 }
-VARIANTS = SUBSETS + tuple(ABLATIONS)
+# Not the method: changes studied against it, asked for by name with --variants.
+ALTERNATIVES = {
+    "continuous-k": (("--modulation-curve", "continuous"), "full model, k = 1 - tanh(alpha (rho - 1)) "
+                     "(--modulation-curve continuous)"),
+}
+CHANGED = {**ABLATIONS, **ALTERNATIVES}  # variants of the full model
+VARIANTS = SUBSETS + tuple(CHANGED)
 DEFAULT_SEEDS = (12, 13, 14)
 # Flags the sweep sets for every trial.
 RESERVED = ("out", "resume", "overwrite", "seed", "modalities")
 
 
 def variant_flags(variant: str, full: str) -> list[str]:
-    if variant in ABLATIONS:
-        return ["--modalities", full, *ABLATIONS[variant][0]]
+    if variant in CHANGED:
+        return ["--modalities", full, *CHANGED[variant][0]]
     return ["--modalities", variant]
 
 
 def kind_of(variant: str, full: str) -> str:
-    if variant in ABLATIONS:
+    if variant in CHANGED:
         return "ablation"
     if variant == full:
         return "full"
@@ -70,8 +76,8 @@ def kind_of(variant: str, full: str) -> str:
 
 
 def describe(variant: str, full: str) -> str:
-    if variant in ABLATIONS:
-        return ABLATIONS[variant][1]
+    if variant in CHANGED:
+        return CHANGED[variant][1]
     names = " + ".join(NAMES[m] for m in variant)
     return f"{names} (full model)" if variant == full else names
 
@@ -101,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the study; train nothing")
     parser.add_argument("--report", metavar="PREFIX",
                         help="write PREFIX.md, PREFIX.png and PREFIX.json (default: OUT/STUDY_NAME)")
+    parser.add_argument("--name", help="what the chart's title calls the study, e.g. the corpus (default: the study name)")
     add_study_flags(parser, default_out="runs/sweep", default_study="modality-sweep")
     return parser
 
@@ -119,17 +126,17 @@ def main(argv=None) -> dict:
         check_trainer_flags(trainer_flags, command="python -m ada2i_fast.sweep", reserved=RESERVED)
         full = checked_modalities(args.modalities)
         chosen = list(subsets(full) if args.variants is None else args.variants)
-        outside = [v for v in chosen if v not in ABLATIONS and not set(v) <= set(full)]
+        outside = [v for v in chosen if v not in CHANGED and not set(v) <= set(full)]
         if outside:
             raise SystemExit(f"error: --variants {' '.join(outside)}: not a subset of --modalities {full}")
         variants = list(dict.fromkeys(chosen + (list(ABLATIONS) if args.ablations else [])))
         study = start_study(open_storage(url), args.study_name, trainer_flags, full=full)
         queued = queue_missing_cells(study, [(v, s) for v in variants for s in args.seeds])
         print(f"study {args.study_name!r} in {url}: {queued} cells queued; {args.workers} worker(s) training into {args.out}")
-        run_workers(pull_trials, args.workers, url, args.study_name, Path(args.out))
+        run_workers(pull_trials, args.workers, url, args.study_name, Path(args.out), args.keep_weights)
     report = sweep_report(study)
     prefix = Path(args.report) if args.report else Path(args.out) / args.study_name
-    write_report(report, prefix)
+    write_report(report, prefix, args.name)
     print(report["markdown"])
     print(f"wrote {prefix}.md, {prefix}.png, {prefix}.json")
     return report
@@ -170,12 +177,12 @@ def queue_missing_cells(study, cells: list[tuple[str, int]]) -> int:
     return len(missing)
 
 
-def pull_trials(worker: int, url: str, study_name: str, out: Path) -> None:
+def pull_trials(worker: int, url: str, study_name: str, out: Path, keep_weights: bool) -> None:
     """One worker: train queued cells until the queue is empty."""
     optuna = require_optuna()
     study = optuna.load_study(study_name=study_name, storage=open_storage(url))
     if not _queue_is_empty(study):
-        study.optimize(claimed(functools.partial(train_cell, out=out, worker=worker)),
+        study.optimize(claimed(functools.partial(train_cell, out=out, worker=worker, keep_weights=keep_weights)),
                        callbacks=[_stop_when_queue_is_empty], catch=(Exception,))
 
 
@@ -189,7 +196,7 @@ def _stop_when_queue_is_empty(study, trial) -> None:
         study.stop()
 
 
-def train_cell(trial, *, out: Path, worker: int) -> float:
+def train_cell(trial, *, out: Path, worker: int, keep_weights: bool = False) -> float:
     """The objective: train the trial's (variant, seed) cell; its value is the best dev weighted F1."""
     optuna, study = require_optuna(), trial.study
     if cell_of(trial) is None:  # another worker took the last queued cell between our check and our ask
@@ -203,11 +210,11 @@ def train_cell(trial, *, out: Path, worker: int) -> float:
         trial.set_user_attr("duplicate_of", first)
         raise optuna.TrialPruned(f"trial {first} trains this cell")
     run_dir = out / study.study_name / variant / f"seed-{seed}"
-    trial.set_user_attr("run_dir", where(run_dir))
+    record_run_dir(trial, run_dir)
     start = time.perf_counter()
     try:
         summary = train_run([*study.user_attrs["trainer_flags"], *variant_flags(variant, full), "--seed", str(seed)],
-                            run_dir)
+                            run_dir, keep_weights=keep_weights)
     except Exception as error:
         trial.set_user_attr("error", f"{type(error).__name__}: {error}")
         print(f"worker {worker}: {variant} seed {seed} failed: {error} (log: {run_dir / 'train.log'})", flush=True)
@@ -260,12 +267,12 @@ def sweep_report(study) -> dict:
             continue
         row = dict(variant=variant, kind=kind_of(variant, full_modalities), description=describe(variant, full_modalities),
                    seeds=[r["seed"] for r in runs],
-                   dev=_mean_std([r["dev_weighted_f1"] for r in runs]),
-                   test=_mean_std([r["test_weighted_f1"] for r in runs]))
+                   dev=mean_std(r["dev_weighted_f1"] for r in runs),
+                   test=mean_std(r["test_weighted_f1"] for r in runs))
         paired = [r["test_weighted_f1"] - full[r["seed"]]["test_weighted_f1"] for r in runs if r["seed"] in full]
         if variant != full_modalities and paired:
-            row["gap_to_full"] = _mean_std(paired)
-            row["verdict"] = _verdict(*row["gap_to_full"])
+            row["gap_to_full"] = mean_std(paired)
+            row["verdict"] = verdict(row["gap_to_full"])
         rows.append(row)
     missing = sorted(asked - set(cells))
     report = dict(study=study.study_name, trainer_flags=study.user_attrs.get("trainer_flags", []), seeds=seeds,
@@ -276,20 +283,6 @@ def sweep_report(study) -> dict:
     return report
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _verdict(gap: float, spread: float) -> str:
-    """Where the full model stands against a variant, given the variant's gap (variant − full) and its seed spread."""
-    if gap + spread < 0:
-        return "full model better"
-    if gap - spread > 0:
-        return "variant better"
-    return "within seed spread"
-
-
 def _markdown(report: dict) -> str:
     flags = " ".join(report["trainer_flags"]) or "(the preset's defaults)"
     lines = [
@@ -298,33 +291,32 @@ def _markdown(report: dict) -> str:
         f"Trainer flags: `{flags}`; seeds {', '.join(map(str, report['seeds']))}. Weighted F1 of the best-dev "
         "epoch (test: that epoch's model), mean ± sample std over seeds. Gap: variant − full model on test, "
         "paired by seed (same seed = same synthetic corpus and initialisation), mean ± std of the per-seed "
-        "differences; the full model is better (or worse) when the gap lies more than one std below (or above) zero.",
+        "differences; the full model is better (or worse) when the gap lies more than one std below (or above) zero. "
+        "With one seed there is no spread and no verdict.",
         "",
         "| variant | trains | seeds | dev weighted F1 | test weighted F1 | gap to full (test) | full model vs variant |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
-        gap = f"{row['gap_to_full'][0]:+.3f} ± {row['gap_to_full'][1]:.3f}" if "gap_to_full" in row else "—"
-        lines.append(f"| {row['variant']} | {row['description']} | {len(row['seeds'])} | {_pm(row['dev'])} | "
-                     f"{_pm(row['test'])} | {gap} | {row.get('verdict', '—')} |")
+        gap = pm(row["gap_to_full"], signed=True) if "gap_to_full" in row else "—"
+        lines.append(f"| {row['variant']} | {row['description']} | {len(row['seeds'])} | {pm(row['dev'])} | "
+                     f"{pm(row['test'])} | {gap} | {row.get('verdict', '—')} |")
     if report["missing"]:
         lines += ["", "Not completed (failed or still to run): "
                   + ", ".join(f"{m['variant']} seed {m['seed']}" for m in report["missing"]) + "."]
     return "\n".join(lines) + "\n"
 
 
-def _pm(mean_std: tuple[float, float]) -> str:
-    return f"{mean_std[0]:.3f} ± {mean_std[1]:.3f}"
-
-
-def write_report(report: dict, prefix: Path) -> None:
+def write_report(report: dict, prefix: Path, name: str | None = None) -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(prefix.with_name(prefix.name + ".md")) as handle:
         handle.write(report["markdown"].encode())
     write_json_atomic(prefix.with_name(prefix.name + ".json"), {k: v for k, v in report.items() if k != "markdown"})
     if report["rows"]:
+        seeds = len(report["seeds"])
         plot_variant_gaps(report["rows"], prefix.with_name(prefix.name + ".png"), reference=report["full"],
-                          title=f"Ada2I modality sweep ({' '.join(report['trainer_flags'])}; {len(report['seeds'])} seeds)")
+                          title=f"{name or report['study']}: {seeds} seed{'s' if seeds != 1 else ''}"
+                          + (" (no spread)" if seeds == 1 else ", mean ± std"))
 
 
 console = console_script(main)

@@ -28,11 +28,12 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Ada2IConfig, TrainConfig
 from .data import Corpus, num_batches, padding_waste
 from .data.batching import iterate_shards
+from .data.memory import shown_bytes
 from .devices import resolve_precision
 from .eval_loop import evaluate_split
 from .model import Ada2I
 from .plots import plot_training
-from .run_folder import read_history, write_step_trace
+from .run_folder import read_history, run_files, write_step_trace
 from .run_state import RunState, save_state
 from .step import ShardStep, make_optimizer, train_step
 from .torch_file import load_weights
@@ -169,6 +170,7 @@ class Trainer:
         config = self.train_config
         with StopRequest() as stop, contextlib.ExitStack() as files:
             self.metrics_file = files.enter_context(open(self.out / "metrics.jsonl", "a")) if self.context.is_main else None
+            self.run_bar = files.enter_context(self.whole_run_bar())
             while self.epoch <= config.epochs and self.epoch - self.best_epoch <= config.patience:
                 start = time.perf_counter()
                 if not self.run_epoch(stop):
@@ -178,7 +180,7 @@ class Trainer:
                 self.epoch, self.progress = self.epoch + 1, EpochProgress(streak=self.progress.streak)
                 self.save_state()
             if self.epoch <= config.epochs:
-                self.say(f"early stop: no better dev F1 for {config.patience} epochs")
+                self.say(f"early stop after epoch {self.epoch - 1}: no better dev F1 for {config.patience} epochs")
         return self.finish()
 
     # --- the phases ----------------------------------------------------------------------------
@@ -240,14 +242,15 @@ class Trainer:
                                 world_size=context.world_size, **self.batch_order(self.epoch))
         bar = tqdm(batches_on_device(itertools.islice(shards, self.progress.steps, None), self.device),
                    initial=self.progress.steps, total=num_batches(train, config.batch_size), desc=f"epoch {self.epoch}",
-                   leave=False, disable=not (config.progress and context.is_main))
-        modulate, vote = config.modulates(self.epoch), context.stop_vote()
+                   leave=False, position=1, disable=not (config.progress and context.is_main))
+        modulate, vote = config.modulates(self.epoch), context.stop_vote(lambda: stop.asked)
         for shard in bar:
             logs = train_step(self.model, shard.batch, self.optimizer, config, modulate=modulate,
                               generator=self.generator, trace=config.trace,
                               shard=ShardStep(shard.share, stop=stop.asked, context=context))
             stopping = vote.push(logs.pop("stop_requested"))
             self.progress.add(logs, trace=config.trace)
+            self.run_bar.update()
             if config.log_every and context.is_main and self.progress.steps % config.log_every == 0:
                 bar.set_postfix(loss=f"{self.progress.means()['loss']:.4f}")
             if stopping:
@@ -306,19 +309,33 @@ class Trainer:
         if self.context.is_main:
             write_json_atomic(out / "summary.json", summary)
             plot_training(self.history, out / "training.png", title=f"Ada2I on {self.corpus.source}")
-        self.say(f"wrote {out / 'best.pt'}, {out / 'metrics.jsonl'}, {out / 'summary.json'}, {out / 'training.png'}")
+            if not self.train_config.keep_last:
+                (out / "last.pt").unlink(missing_ok=True)
+        self.say(f"wrote {out}: " + ", ".join(f"{path.name} ({shown_bytes(path.stat().st_size)})" for path in run_files(out))
+                 + ("" if self.train_config.keep_last else " (last.pt removed: the run is over; --keep-last keeps it "
+                    "for --resume --epochs N)"))
         return summary
 
     # --- helpers of the phases -----------------------------------------------------------------
 
     def announce(self, resume: RunState | None) -> None:
-        splits, context = self.corpus.splits, self.context
-        self.say(f"data: {self.corpus.source} | train {splits['train'].num_dialogues} dialogues, "
-                 f"dev {splits['dev'].num_dialogues}, test {splits['test'].num_dialogues} | "
-                 f"modalities {self.model_config.modalities} | device {self.device}"
-                 + (f" x {context.world_size} process" + ("es" if context.world_size > 1 else "") if context.joined else "")
-                 + f" | output {self.out}"
-                 + (f" | resuming epoch {self.epoch} at step {self.progress.steps}" if resume else ""))
+        """The start line: where the run writes, how long it is at most, on what data and machine."""
+        splits, context, config = self.corpus.splits, self.context, self.train_config
+        processes = f" x {context.world_size} processes" if context.joined else ""
+        self.say(f"run {self.out}: {config.epochs} epochs x {num_batches(splits['train'], config.batch_size)} steps at "
+                 f"most (early stopping after {config.patience} epochs without a better dev F1 can end it sooner)"
+                 + (f", resuming epoch {self.epoch} at step {self.progress.steps}" if resume else "")
+                 + f" | data {self.corpus.source}: train {splits['train'].num_dialogues} dialogues, dev "
+                 f"{splits['dev'].num_dialogues}, test {splits['test'].num_dialogues}, modalities "
+                 f"{self.model_config.modalities} | device {self.device}{processes}, {config.precision}")
+
+    def whole_run_bar(self) -> tqdm:
+        """The steps of the whole run with its ETA, above the epoch's bar (to the last epoch: early
+        stopping can end the run sooner)."""
+        config, steps = self.train_config, num_batches(self.corpus.splits["train"], self.train_config.batch_size)
+        return tqdm(total=config.epochs * steps, initial=(self.epoch - 1) * steps + self.progress.steps,
+                    desc=f"run (<= {config.epochs} epochs)", unit="step", position=0,
+                    disable=not (config.progress and self.context.is_main))
 
     def batch_order(self, epoch: int) -> dict:
         return dict(shuffle=True, seed=self.train_config.seed + epoch, bucket=self.train_config.bucket)
@@ -383,3 +400,4 @@ class Trainer:
             f"Resume with: {command}",
             code=128 + (signum or signal.SIGTERM),
         )
+

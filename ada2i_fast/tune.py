@@ -20,7 +20,7 @@ from .atomic import write_json_atomic
 from .cli import console_script, user_errors_as_one_line
 from .studies import (
     add_study_flags, check_trainer_flags, claimed, open_storage, require_optuna, run_workers, split_trainer_flags,
-    start_study, storage_url, train_run, where,
+    record_run_dir, start_study, storage_url, train_run,
 )
 
 # name: (low, high, log scale); rank is an integer. The ranges hold every published preset (SPEC §4).
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="prune only once N trials have finished (default: 4)")
     parser.add_argument("--warmup-epochs", type=int, default=2, metavar="E",
                         help="never prune in a trial's first E epochs (default: 2)")
-    parser.add_argument("--sampler-seed", type=int, default=0,
+    parser.add_argument("--sampler-seed", type=int, default=0, metavar="SEED",
                         help="TPE's seed, mixed with the worker's index and the number of trials the study holds, "
                         "so that a new launch goes on with the search (default: 0)")
     parser.add_argument("--best", metavar="PATH", help="where the best parameters go as JSON (default: OUT/STUDY_NAME-best.json)")
@@ -71,7 +71,8 @@ def main(argv=None) -> dict:
     print(f"study {args.study_name!r} in {url}: {len(counted_trials(study))} of {args.trials} trials so far; "
           f"{args.workers} worker(s) training into {args.out}")
     pruning = dict(prune_after=args.prune_after, warmup_epochs=args.warmup_epochs)
-    run_workers(search, args.workers, url, args.study_name, Path(args.out), args.trials, args.sampler_seed, pruning)
+    run_workers(search, args.workers, url, args.study_name, Path(args.out), args.trials, args.sampler_seed, pruning,
+                args.keep_weights)
     best = best_parameters(study)
     path = Path(args.best) if args.best else Path(args.out) / f"{args.study_name}-best.json"
     write_json_atomic(path, best)
@@ -82,7 +83,8 @@ def main(argv=None) -> dict:
     return best
 
 
-def search(worker: int, url: str, study_name: str, out: Path, trials: int, sampler_seed: int, pruning: dict) -> None:
+def search(worker: int, url: str, study_name: str, out: Path, trials: int, sampler_seed: int, pruning: dict,
+           keep_weights: bool = False) -> None:
     """One worker: sample, train and report trials until the study holds ``trials`` completed or pruned ones."""
     optuna = require_optuna()
     study = optuna.load_study(
@@ -92,8 +94,22 @@ def search(worker: int, url: str, study_name: str, out: Path, trials: int, sampl
     )
     study.sampler = optuna.samplers.TPESampler(seed=worker_seed(sampler_seed, worker, len(study.trials)))
     if len(counted_trials(study)) < trials:
-        study.optimize(claimed(functools.partial(train_trial, out=out / study_name, worker=worker)),
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted_states())], catch=(Exception,))
+        study.optimize(claimed(functools.partial(train_trial, out=out / study_name, worker=worker,
+                                                 keep_weights=keep_weights)),
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted_states()),
+                                  _stop_after_failures_in_a_row], catch=(Exception,))
+
+
+FAILURES_IN_A_ROW = 3  # failed trials do not count toward --trials: a trainer that always fails must not loop
+
+
+def _stop_after_failures_in_a_row(study, trial) -> None:
+    """Stop the search once the study's last :data:`FAILURES_IN_A_ROW` finished trials all failed."""
+    state = require_optuna().trial.TrialState
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state != state.RUNNING and t.state != state.WAITING]
+    if len(finished) >= FAILURES_IN_A_ROW and all(t.state == state.FAIL for t in finished[-FAILURES_IN_A_ROW:]):
+        print(f"stopping: the last {FAILURES_IN_A_ROW} trials failed; see their train.log", flush=True)
+        study.stop()
 
 
 def worker_seed(sampler_seed: int, worker: int, trials_so_far: int) -> int:
@@ -126,14 +142,15 @@ def as_flags(params: dict) -> list[str]:
     return [arg for name, value in params.items() for arg in ("--" + name.replace("_", "-"), repr(value))]
 
 
-def train_trial(trial, *, out: Path, worker: int) -> float:
+def train_trial(trial, *, out: Path, worker: int, keep_weights: bool = False) -> float:
     """The objective: the best dev weighted F1 of a run with the trial's parameters."""
     params = suggest(trial)
     run_dir = out / f"trial-{trial.number}"
-    trial.set_user_attr("run_dir", where(run_dir))
+    record_run_dir(trial, run_dir)
     trainer_flags = trial.study.user_attrs["trainer_flags"]
     try:
-        summary = train_run([*trainer_flags, *as_flags(params)], run_dir, on_epoch_end=epoch_reporter(trial))
+        summary = train_run([*trainer_flags, *as_flags(params)], run_dir, on_epoch_end=epoch_reporter(trial),
+                            keep_weights=keep_weights)
     except require_optuna().TrialPruned as pruned:
         print(f"worker {worker}: trial {trial.number} pruned: {pruned}", flush=True)
         raise

@@ -11,9 +11,9 @@ from ada2i_fast.saved_model import open_checkpoint_and_corpus
 
 TINY = ["--dataset", "meld", "--synthetic", "complementary", "--size", "0.03", "--epochs", "2", "--start-mod", "2",
         "--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--drop-rate", "0.1", "--lr", "2e-3",
-        "--encoder-nlayers", "1", "--quiet"]
-VARIANTS = {"at": [], "a": [], "t": [], "no-modulation": ["--no-modulation"], "no-amw": ["--no-amw"],
-            "no-afw": ["--no-afw"]}
+        "--encoder-nlayers", "1", "--quiet", "--trace"]
+VARIANTS = {"at": [], "a": [], "t": [], "no-modulation": ["--no-modulation"], "no-grad-noise": ["--no-grad-noise"],
+            "no-amw": ["--no-amw"], "no-afw": ["--no-afw"]}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,24 @@ def test_the_command_writes_every_analysis_and_plots_the_tables_numbers(sweep_ru
         analyze.main(["gaps", str(tmp_path / "nowhere")])
 
 
-def test_one_seed_claims_no_spread():
-    assert analyze.pm(analyze.mean_std([0.5])) == "0.500 (1 seed)"
-    assert analyze.verdict(analyze.mean_std([0.02])) == "1 seed: no spread"
-    assert analyze.verdict(analyze.mean_std([0.05, 0.07])) == "variant better"
+
+def test_the_modulation_table_is_the_traced_steps_numbers(sweep_runs):
+    runs = analyze.SweepRuns(sweep_runs)
+    result = analyze.modulation(runs)
+    steps = {v: [json.loads(line) for line in (sweep_runs / v / "seed-1" / "steps.jsonl").read_text().splitlines()]
+             for v in ("at", "no-modulation")}
+    modulated = {v: [s for s in rows if s["epoch"] >= 2] for v, rows in steps.items()}
+    text = next(row for row in result["rows"] if row["modality"] == "t")
+    k_seed_1 = statistics.fmean(s["coefficient"]["t"] for s in modulated["at"])
+    k_seed_2 = analyze._step_means(runs.variant("full")[2])["t"]["k"]
+    assert text["k"]["mean"] == pytest.approx((k_seed_1 + k_seed_2) / 2)
+    ratio_1 = (statistics.fmean(s["update_norm"]["t"] for s in modulated["at"])
+               / statistics.fmean(s["update_norm"]["t"] for s in modulated["no-modulation"]))
+    assert ratio_1 in [pytest.approx(r) for r in _per_seed_ratios(runs, "t")]
+    for s in modulated["no-modulation"]:  # without modulation nothing scales or adds to the gradients
+        assert s["grad_norm_after"] == s["grad_norm_before"]
+
+
+def _per_seed_ratios(runs, m):
+    full, other = runs.variant("full"), runs.variant("no-modulation")
+    return [analyze._step_means(full[s])[m]["update"] / analyze._step_means(other[s])[m]["update"] for s in (1, 2)]

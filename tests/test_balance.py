@@ -23,6 +23,8 @@ def test_weakest_modality_gets_ratio_one_and_coefficient_one():
 def test_coefficient_jumps_at_ratio_one():
     # k = 1 - tanh(alpha * rho) for rho > 1: alpha * rho, not alpha * (rho - 1), so k drops at once.
     k = modulation_coefficients(torch.tensor([1.0, 1.0 + 1e-6]), alpha=0.42)
+    continuous = modulation_coefficients(torch.tensor([1.0, 1.0 + 1e-6, 2.0]), alpha=0.42, curve="continuous")
+    torch.testing.assert_close(continuous, torch.tensor([1.0, 1.0, 1 - math.tanh(0.42)]), rtol=1e-6, atol=1e-6)
     assert k[0] == 1.0
     assert abs(k[1].item() - (1 - math.tanh(0.42))) < 1e-6
 

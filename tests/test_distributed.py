@@ -27,7 +27,7 @@ DIMS = {"a": 12, "t": 20, "v": 10}  # conftest.tiny_config's
 # dialogue (one process's shard is empty); the 8 test dialogues make 3 batches, 2 on rank 0.
 FLAGS = ["--dataset", "meld", "--hidden", "16", "--rank", "3", "--ffn-dim", "24", "--drop-rate", "0",
          "--batch-size", "3", "--epochs", "2", "--start-mod", "1", "--grad-noise", "--lr", "2e-3", "--quiet",
-         "--device", "cpu"]
+         "--device", "cpu", "--keep-last"]
 
 
 def small_corpus():

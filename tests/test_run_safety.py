@@ -29,7 +29,7 @@ def _run(out, *extra):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("finished") / "run"
-    _run(out, "--epochs", "2")
+    _run(out, "--epochs", "2", "--keep-last")
     return out
 
 

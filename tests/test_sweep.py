@@ -12,7 +12,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from ada2i_fast import sweep  # noqa: E402
+from ada2i_fast import stats, sweep  # noqa: E402
 
 TINY = ["--dataset", "meld", "--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--drop-rate", "0.1",
         "--lr", "2e-3", "--size", "0.03", "--epochs", "1", "--encoder-nlayers", "1", "--quiet"]
@@ -47,6 +47,7 @@ def test_two_workers_share_one_study_and_train_every_cell_once(tmp_path, capfd):
         run_dir = out / "modality-sweep" / trial.params["variant"] / f"seed-{trial.params['seed']}"
         assert trial.user_attrs["run_dir"].endswith(str(run_dir.resolve()))
         assert (run_dir / "summary.json").is_file() and (run_dir / "train.log").is_file()
+        assert not (run_dir / "best.pt").exists() and not (run_dir / "last.pt").exists()  # no --keep-weights
 
     assert _table_rows(report["markdown"]) == list(sweep.SUBSETS)
     assert all(len(row["seeds"]) == 2 for row in report["rows"]) and not report["missing"]
@@ -72,6 +73,8 @@ def test_a_second_launch_queues_only_the_missing_cells(tmp_path, capfd):
     assert f"{len(sweep.ABLATIONS)} cells queued" in output
     assert Counter(variant for _, variant, _ in TRAINED.findall(output)) == Counter(["atv", *sweep.ABLATIONS])
     assert _table_rows(report["markdown"]) == ["atv", *sweep.ABLATIONS]
+    assert all(row["verdict"] == "1 seed: no spread" for row in report["rows"] if "verdict" in row)  # one seed
+    assert "± 0.000" not in report["markdown"] and "(1 seed: no spread)" in report["markdown"]
     summary = json.loads((out / "modality-sweep" / "no-afw" / "seed-3" / "summary.json").read_text())
     assert summary["ablations"]["afw"] is False and summary["config"]["modalities"] == "atv"
 
@@ -82,7 +85,8 @@ def test_a_second_launch_queues_only_the_missing_cells(tmp_path, capfd):
 def test_the_full_model_is_the_modalities_flag_and_ablations_keep_them(tmp_path, capfd):
     out = tmp_path / "sweep"
     report = sweep.main(["--out", str(out), "--modalities", "ta", "--variants", "at", "t", "no-afw", "--seeds", "5",
-                         "--", *TINY])
+                         "--keep-weights", "--", *TINY])
+    assert (out / "modality-sweep" / "t" / "seed-5" / "best.pt").is_file()
     assert report["full"] == "at"
     assert [(row["variant"], row["kind"]) for row in report["rows"]] == [("at", "full"), ("t", "single"),
                                                                           ("no-afw", "ablation")]
@@ -104,10 +108,12 @@ def test_flags_the_sweep_sets_itself_are_refused(tmp_path):
         sweep.main(["--out", str(tmp_path / "nothing"), "--report-only"])
 
 
-def test_the_verdict_compares_the_gap_with_its_seed_spread():
-    assert sweep._verdict(-0.05, 0.02) == "full model better"
-    assert sweep._verdict(-0.01, 0.02) == "within seed spread"
-    assert sweep._verdict(0.05, 0.02) == "variant better"
+def test_the_verdict_compares_the_gap_with_its_seed_spread_and_one_seed_claims_none():
+    assert stats.verdict(stats.mean_std([-0.07, -0.03])) == "full model better"
+    assert stats.verdict(stats.mean_std([-0.03, 0.01])) == "within seed spread"
+    assert stats.verdict(stats.mean_std([0.07, 0.05])) == "variant better"
+    assert stats.verdict(stats.mean_std([0.02])) == "1 seed: no spread"
+    assert stats.pm(stats.mean_std([0.5])) == "0.500 (1 seed: no spread)"
 
 
 def test_without_optuna_the_package_imports_and_the_commands_say_how_to_install_it(tmp_path):

@@ -67,7 +67,7 @@ def _trials(out):
 
 
 def test_a_new_launch_goes_on_with_the_search_instead_of_repeating_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(tune, "train_run", lambda argv, out, on_epoch_end=None: _summary(0.5))
+    monkeypatch.setattr(tune, "train_run", lambda argv, out, **kwargs: _summary(0.5))
     out = tmp_path / "tune"
     tune.main(["--out", str(out), "--trials", "1", "--", *TINY])
     tune.main(["--out", str(out), "--trials", "2", "--", *TINY])
@@ -79,7 +79,7 @@ def test_a_new_launch_goes_on_with_the_search_instead_of_repeating_it(tmp_path, 
 def test_failed_trials_do_not_count_toward_the_trials(tmp_path, monkeypatch):
     runs = []
 
-    def train_run(argv, out, on_epoch_end=None):
+    def train_run(argv, out, **kwargs):
         runs.append(argv)
         if len(runs) == 1:
             raise RuntimeError("the first run breaks")
@@ -91,3 +91,13 @@ def test_failed_trials_do_not_count_toward_the_trials(tmp_path, monkeypatch):
     state = optuna.trial.TrialState
     assert [t.state for t in _trials(out)] == [state.FAIL, state.COMPLETE, state.COMPLETE]
     assert best["trials"] == {"complete": 2, "fail": 1} and best["trial"] == 2
+
+
+def test_a_trainer_that_always_fails_stops_the_search_instead_of_looping(tmp_path, monkeypatch):
+    def train_run(argv, out, **kwargs):
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(tune, "train_run", train_run)
+    out = tmp_path / "tune"
+    with pytest.raises(SystemExit, match=r"no trial of study 'tune' completed \({'fail': 3}\)"):
+        tune.main(["--out", str(out), "--trials", "5", "--", *TINY])

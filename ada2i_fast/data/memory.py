@@ -32,11 +32,11 @@ def check_fits_in_memory(needed: float, what: str, advice: str) -> None:
     """Refuse, saying ``advice``, a corpus that needs more than the available memory."""
     available = available_memory()
     if needed > available:
-        raise CorpusTooLarge(f"{what} needs about {_shown_bytes(needed)}; this machine has "
-                             f"{_shown_bytes(available)} available; {advice}")
+        raise CorpusTooLarge(f"{what} needs about {shown_bytes(needed)}; this machine has "
+                             f"{shown_bytes(available)} available; {advice}")
 
 
-def _shown_bytes(count: float) -> str:
+def shown_bytes(count: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
         if count < 1000 or unit == "PB":
             return f"{count:.3g} {unit}"

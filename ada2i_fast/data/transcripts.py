@@ -299,31 +299,46 @@ def _read_embeddings(directory: Path, rows: dict[str, _SplitRows]) -> dict[str, 
     return out
 
 
+_GENERIC_HELP = {
+    "files": "file name pattern of the splits in --csv-dir; {split} becomes train, dev or test",
+    "text": "column holding the utterance's text",
+    "speaker": "column holding the speaker's name",
+    "label": "column holding the emotion label",
+    "position": "column holding the utterance's position (an integer) in its dialogue",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ada2i_fast.data.transcripts",
         description="Build a text-only corpus from transcript CSVs; train on it with --data OUT.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--csv-dir", required=True, help="folder holding the train, dev and test CSV files")
-    parser.add_argument("--layout", choices=tuple(LAYOUTS), default="meld")
-    parser.add_argument("--out", required=True, help="the corpus folder to write")
-    parser.add_argument("--text-dim", type=int, default=TEXT_DIM, help="TruncatedSVD components")
-    parser.add_argument("--embeddings", help="folder with {train,dev,test}.npy, rows aligned with the CSV rows")
-    parser.add_argument("--seed", type=int, default=0, help="TruncatedSVD's random state")
+    parser.add_argument("--csv-dir", required=True, help="folder holding the train, dev and test CSV files (required)")
+    parser.add_argument("--out", required=True, help="the corpus folder to write (required)")
+    parser.add_argument("--layout", choices=tuple(LAYOUTS), default="meld",
+                        help="meld: MELD's {split}_sent_emo.csv; emorynlp: EmoryNLP's emorynlp_{split}_final.csv; "
+                        "generic: files and columns named by the flags below (default: meld)")
+    parser.add_argument("--text-dim", type=int, default=TEXT_DIM,
+                        help=f"TruncatedSVD components of the TF-IDF features (default: {TEXT_DIM})")
+    parser.add_argument("--embeddings", metavar="DIR",
+                        help="your own features instead of TF-IDF: DIR/{train,dev,test}.npy, one row per CSV row")
+    parser.add_argument("--seed", type=int, default=0, help="TruncatedSVD's random state (default: 0)")
     for split in SPLITS:
         parser.add_argument(f"--{split}-file", metavar="NAME",
                             help=f"the {split} split's file in --csv-dir, instead of the layout's file pattern")
     parser.add_argument("--max-field-chars", type=int, default=MAX_FIELD_CHARS, metavar="N",
-                        help="refuse a CSV field longer than N characters")
+                        help=f"refuse a CSV field longer than N characters (default: {MAX_FIELD_CHARS})")
     parser.add_argument("--max-dialogue-length", type=int, default=MAX_DIALOGUE_LENGTH, metavar="N",
-                        help="refuse a dialogue of more than N utterances")
-    generic = parser.add_argument_group("generic layout (the defaults are its column names)")
-    for name in ("files", "text", "speaker", "label", "position"):
-        generic.add_argument(f"--{name}-column" if name != "files" else "--files",
-                             default=getattr(LAYOUTS["generic"], name), dest=name)
-    generic.add_argument("--dialogue-columns", default="dialogue", help="comma-separated")
-    generic.add_argument("--classes", help="comma-separated class names in index order (default: sorted train labels)")
+                        help=f"refuse a dialogue of more than N utterances (default: {MAX_DIALOGUE_LENGTH})")
+    generic = parser.add_argument_group("generic layout")
+    for name, help_text in _GENERIC_HELP.items():
+        default = getattr(LAYOUTS["generic"], name)
+        generic.add_argument(f"--{name}-column" if name != "files" else "--files", default=default, dest=name,
+                             help=f"{help_text} (default: {default})")
+    generic.add_argument("--dialogue-columns", default="dialogue",
+                         help="comma-separated columns whose values together name a dialogue (default: dialogue)")
+    generic.add_argument("--classes", help="comma-separated class names in index order (default: the training "
+                         "labels, sorted)")
     return parser
 
 
