@@ -157,7 +157,8 @@ def full_of(study) -> str:
 
 
 def cell_of(trial) -> tuple[str, int] | None:
-    """The (variant, seed) a trial stands for, in any state (queued trials have no params yet)."""
+    """The (variant, seed) a trial stands for, in any state. Kept in user attributes rather than as optuna
+    parameters, whose choices could not grow with VARIANTS in a study an older version started."""
     attrs = trial.user_attrs
     return (attrs["variant"], attrs["seed"]) if "variant" in attrs else None
 
@@ -173,7 +174,7 @@ def queue_missing_cells(study, cells: list[tuple[str, int]]) -> int:
     taken = {cell_of(t) for t in _live_trials(study)}
     missing = [cell for cell in cells if cell not in taken]
     for variant, seed in missing:
-        study.enqueue_trial({"variant": variant, "seed": seed}, user_attrs={"variant": variant, "seed": seed})
+        study.enqueue_trial({}, user_attrs={"variant": variant, "seed": seed})
     return len(missing)
 
 
@@ -202,8 +203,7 @@ def train_cell(trial, *, out: Path, worker: int, keep_weights: bool = False) -> 
     if cell_of(trial) is None:  # another worker took the last queued cell between our check and our ask
         study.stop()
         raise optuna.TrialPruned("no queued cell was left")
-    variant = trial.suggest_categorical("variant", VARIANTS)
-    seed = trial.suggest_int("seed", 0, 2**31 - 1)
+    variant, seed = cell_of(trial)
     full = full_of(study)
     first = _first_live_trial(study, (variant, seed))
     if first < trial.number:  # two launches queued the same cell; the earlier trial trains it

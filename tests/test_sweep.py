@@ -44,10 +44,11 @@ def test_two_workers_share_one_study_and_train_every_cell_once(tmp_path, capfd):
     for trial in complete:
         assert trial.value == trial.user_attrs["dev_weighted_f1"]
         assert 0 <= trial.user_attrs["test_weighted_f1"] <= 1
-        run_dir = out / "modality-sweep" / trial.params["variant"] / f"seed-{trial.params['seed']}"
+        variant, seed = sweep.cell_of(trial)
+        run_dir = out / "modality-sweep" / variant / f"seed-{seed}"
         assert trial.user_attrs["run_dir"].endswith(str(run_dir.resolve()))
         assert (run_dir / "summary.json").is_file() and (run_dir / "train.log").is_file()
-        assert not (run_dir / "best.pt").exists() and not (run_dir / "last.pt").exists()  # no --keep-weights
+        assert not any((run_dir / name).exists() for name in ("model", "best.pt", "last.pt"))  # no --keep-weights
 
     assert _table_rows(report["markdown"]) == list(sweep.SUBSETS)
     assert all(len(row["seeds"]) == 2 for row in report["rows"]) and not report["missing"]
@@ -82,11 +83,25 @@ def test_a_second_launch_queues_only_the_missing_cells(tmp_path, capfd):
         sweep.main(["--out", str(out), "--", *TINY, "--beta", "0.2"])
 
 
+def test_a_study_whose_trials_recorded_fewer_variants_as_parameters_goes_on(tmp_path, capfd):
+    # Versions before the variants were user attributes suggested them from the VARIANTS of their day.
+    out = tmp_path / "sweep"
+    sweep.main(["--out", str(out), "--variants", "t", "--seeds", "1", "--", *TINY])
+    study = optuna.load_study(study_name="modality-sweep", storage=f"sqlite:///{out / 'study.db'}")
+    study.add_trial(optuna.trial.create_trial(
+        params={"variant": "t"}, distributions={"variant": optuna.distributions.CategoricalDistribution(("t",))},
+        state=optuna.trial.TrialState.FAIL))
+
+    sweep.main(["--out", str(out), "--variants", "t", "a", "--seeds", "1", "--", *TINY])
+
+    assert Counter(variant for _, variant, _ in TRAINED.findall(capfd.readouterr().out)) == Counter(["t", "a"])
+
+
 def test_the_full_model_is_the_modalities_flag_and_ablations_keep_them(tmp_path, capfd):
     out = tmp_path / "sweep"
     report = sweep.main(["--out", str(out), "--modalities", "ta", "--variants", "at", "t", "no-afw", "--seeds", "5",
                          "--keep-weights", "--", *TINY])
-    assert (out / "modality-sweep" / "t" / "seed-5" / "best.pt").is_file()
+    assert (out / "modality-sweep" / "t" / "seed-5" / "model" / "model.safetensors").is_file()
     assert report["full"] == "at"
     assert [(row["variant"], row["kind"]) for row in report["rows"]] == [("at", "full"), ("t", "single"),
                                                                           ("no-afw", "ablation")]
