@@ -300,7 +300,7 @@ def robustness_table(runs: SweepRuns, *, levels, device: str = "cpu") -> dict:
     per_run = {}
     for v in ROBUSTNESS_VARIANTS:
         for seed, run in sorted(runs.variant(v).items()):
-            model, corpus, recipe, _ = open_checkpoint_and_corpus(run.path / "best.pt", None, None)
+            model, corpus, recipe, _ = open_checkpoint_and_corpus(run.path, None, None)
             per_run.setdefault(v, {})[seed] = robustness(model.to(device), corpus, levels=levels, seed=seed,
                                                          batch_size=recipe.batch_size, device=device)
     modalities = runs.modalities

@@ -9,6 +9,8 @@ import torch
 
 from .config import Ada2IConfig, TrainConfig
 from .model import Ada2I
+from .pretrained import is_pretrained_folder, load_pretrained
+from .run_folder import MODEL_FOLDER
 from .run_state import FORMAT as RUN_STATE_FORMAT
 from .run_state import RunState
 from .torch_file import check_weights, read_checkpoint, write_checkpoint
@@ -85,10 +87,15 @@ def _type_name(kind) -> str:
 
 
 def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
-    """A saved model: ours (``best.pt``), a run's current state (``last.pt``, its metadata saying so
-    in ``weights``), a run folder (its ``best.pt``, or its ``last.pt`` when no epoch has ended), or a
-    checkpoint written by the authors' training script (metadata: the run's dataset, if recorded)."""
+    """A saved model: a model folder (``Ada2I.save_pretrained``; a finished run's ``model/``), ours
+    (``best.pt``), a run's current state (``last.pt``, its metadata saying so in ``weights``), a run
+    folder (its ``model/``, else ``best.pt``, else ``last.pt`` when no epoch has ended), or a checkpoint
+    written by the authors' training script (metadata: the run's dataset, if recorded)."""
     path = _file_of(Path(path))
+    if is_pretrained_folder(path):
+        model, metadata = load_pretrained(path, Ada2I)
+        _check_metadata(metadata, path / "config.json")
+        return model, {"weights": f"{path}: the best-dev model (epoch {metadata.get('epoch', '?')})", **metadata}
     payload = read_checkpoint(path)
     if is_own_checkpoint(payload):
         model, metadata = _own_model(payload, path)
@@ -110,10 +117,13 @@ def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
 
 
 def _file_of(path: Path) -> Path:
-    """``path``, or for a run folder the file that holds its model: best.pt, else last.pt."""
-    if not path.is_dir():
+    """``path``, or for a run folder what holds its model: model/, else best.pt, else last.pt."""
+    if not path.is_dir() or is_pretrained_folder(path):
         return path
+    if is_pretrained_folder(path / MODEL_FOLDER):
+        return path / MODEL_FOLDER
     for name in ("best.pt", "last.pt"):
         if (path / name).is_file():
             return path / name
-    raise ValueError(f"{path}: a folder without best.pt or last.pt; not a training run folder")
+    raise ValueError(f"{path}: neither a model folder (config.json + model.safetensors) nor a training run folder "
+                     "(model/, best.pt or last.pt)")

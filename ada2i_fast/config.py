@@ -223,8 +223,8 @@ class TrainConfig(_Config):
                              help="show the running loss every N steps (0: once per epoch)")
     progress: bool = setting(True, role="execution", resumable=True, help="progress bars (--quiet: none)")
     keep_last: bool = setting(False, role="execution", resumable=True,
-                              help="keep last.pt (the state to continue from) when the run ends, to extend it later "
-                              "with --resume DIR --epochs N")
+                              help="keep last.pt and best.pt (the state to continue from) when the run ends, to "
+                              "extend it later with --resume DIR --epochs N; model/ holds the best-dev model anyway")
     trace: bool = setting(False, role="execution", help="write steps.jsonl: per step, each modality's score, rho, "
                           "k, encoder gradient norm before and after modulation and weight update norm")
 

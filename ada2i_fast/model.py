@@ -16,6 +16,7 @@ from .config import Ada2IConfig
 from .devices import resolve_precision
 from .encoders import build_encoder, encode_all
 from .modalities import in_order
+from .pretrained import load_pretrained, push_to_hub, save_pretrained
 
 
 @dataclass
@@ -202,6 +203,20 @@ class Ada2I(nn.Module):
         if self._bf16_cache is None or self._bf16_cache[0] != stamp:
             self._bf16_cache = (stamp, {name: w.detach().to(torch.bfloat16) for name, w in matrices.items()})
         return self._bf16_cache[1]
+
+    def save_pretrained(self, folder, metadata: dict | None = None):
+        """Write ``config.json`` + ``model.safetensors`` into ``folder`` (Hugging Face's layout; see
+        ``pretrained``); returns the folder."""
+        return save_pretrained(self, folder, metadata)
+
+    @classmethod
+    def from_pretrained(cls, folder) -> "Ada2I":
+        """The model of a folder written by :meth:`save_pretrained` (nothing is unpickled)."""
+        return load_pretrained(folder, cls)[0]
+
+    def push_to_hub(self, repo_id: str, folder, **upload_options) -> str:
+        """:meth:`save_pretrained` into ``folder``, then upload it to the Hugging Face Hub as ``repo_id``."""
+        return push_to_hub(self.save_pretrained(folder), repo_id, **upload_options)
 
     @classmethod
     def from_reference_checkpoint(cls, path, **overrides) -> "Ada2I":

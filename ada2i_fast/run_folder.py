@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -23,7 +24,8 @@ from pathlib import Path
 from .atomic import atomic_open, strict_json, write_json_atomic
 from .data import Corpus
 
-RUN_FILES = ("run.json", "metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "summary.json", "training.png")
+RUN_FILES = ("run.json", "metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "model", "summary.json", "training.png")
+MODEL_FOLDER = "model"  # the finished run's best-dev model: config.json + model.safetensors
 LOCK_FILE = ".lock"
 
 
@@ -75,14 +77,27 @@ def prepare_out(out: Path, *, overwrite: bool) -> RunLock:
             f"replace it with --overwrite, or choose another --out"
         )
     for name in present:
-        (out / name).unlink()
+        remove(out / name)
     remove_torn_writes(out)
     return lock
 
 
+def remove(path: Path) -> None:
+    """Delete a run's file or folder if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def size_of(path: Path) -> int:
+    """Bytes in a file, or in every file of a folder."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
 def run_files(out: Path) -> list[Path]:
-    """The run's files present in ``out``, in :data:`RUN_FILES` order."""
-    return [out / name for name in RUN_FILES if (out / name).is_file()]
+    """The run's files and folders present in ``out``, in :data:`RUN_FILES` order."""
+    return [out / name for name in RUN_FILES if (out / name).exists()]
 
 
 def write_run_identity(out: Path, identity: dict) -> None:
@@ -110,6 +125,8 @@ def remove_torn_writes(out: Path) -> None:
     for name in RUN_FILES:
         for torn in out.glob(f".{name}.*.tmp"):
             torn.unlink()
+    for torn in (out / MODEL_FOLDER).glob(".*.tmp"):
+        torn.unlink()
 
 
 def fresh_run_dir(parent: Path) -> Path:

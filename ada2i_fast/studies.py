@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from .devices import check_device, default_device
+from .run_folder import MODEL_FOLDER, remove
 from .run_setup import new_run
 from .train import build_parser
 
@@ -52,7 +53,7 @@ def add_study_flags(parser: argparse.ArgumentParser, *, default_out: str, defaul
     parser.add_argument("--workers", type=_at_least_one, default=1,
                         help="parallel training processes on this machine (default: 1)")
     parser.add_argument("--keep-weights", action="store_true",
-                        help="keep each trial's best.pt (about 75 MB at the meld preset; python -m ada2i_fast.analyze "
+                        help="keep each trial's model/ (about 75 MB at the meld preset; python -m ada2i_fast.analyze "
                         "robustness needs them); without it a trial keeps its metrics, summary and pictures only")
 
 
@@ -276,7 +277,7 @@ def train_run(trainer_argv: list[str], out: Path, on_epoch_end: Callable[[dict],
               keep_weights: bool = False) -> dict:
     """Train as ``python -m ada2i_fast.train TRAINER_ARGV --out OUT`` would, replacing a run left in
     ``out`` (a failed trial's); what it prints goes to ``out/train.log``. Returns the run's summary;
-    the run's ``best.pt`` is removed at the end unless ``keep_weights``.
+    the run's model (``model/``) is removed at the end unless ``keep_weights``.
     A run stopped by SIGINT or SIGTERM raises ``trainer.RunInterrupted``, a KeyboardInterrupt, which
     optuna records as a failed trial before it stops the worker."""
     args = build_parser().parse_args([*trainer_argv, "--out", str(out), "--quiet", "--overwrite"])
@@ -284,7 +285,7 @@ def train_run(trainer_argv: list[str], out: Path, on_epoch_end: Callable[[dict],
     with open(out / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         summary = new_run(args, corpora=_corpora).run(on_epoch_end)
     if not keep_weights:
-        (out / "best.pt").unlink(missing_ok=True)
+        remove(out / MODEL_FOLDER)
     return summary
 
 

@@ -55,10 +55,7 @@ def _digests(payload: dict) -> dict[str, str]:
 
     def walk(value, where: str) -> None:
         if isinstance(value, torch.Tensor):
-            data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-            digest = hashlib.blake2b(f"{value.dtype}{tuple(value.shape)}".encode(), digest_size=16)
-            digest.update(memoryview(data))
-            digests[where] = digest.hexdigest()
+            digests[where] = tensor_digest(value)
             rest.update(f"{where}=tensor;".encode())
         elif isinstance(value, dict):
             rest.update(f"{where}=dict({len(value)});".encode())
@@ -74,6 +71,14 @@ def _digests(payload: dict) -> dict[str, str]:
     walk(payload, "")
     digests[_REST] = rest.hexdigest()
     return digests
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A blake2b digest of a tensor's dtype, shape and bytes."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    digest = hashlib.blake2b(f"{tensor.dtype}{tuple(tensor.shape)}".encode(), digest_size=16)
+    digest.update(memoryview(data))
+    return digest.hexdigest()
 
 
 def _essence(error: Exception) -> str:

@@ -33,7 +33,7 @@ from .devices import resolve_precision
 from .eval_loop import evaluate_split
 from .model import Ada2I
 from .plots import plot_training
-from .run_folder import read_history, run_files, write_step_trace
+from .run_folder import MODEL_FOLDER, read_history, run_files, size_of, write_step_trace
 from .run_state import RunState, save_state
 from .step import ShardStep, make_optimizer, train_step
 from .torch_file import load_weights
@@ -307,13 +307,18 @@ class Trainer:
         )
         out = self.out
         if self.context.is_main:
+            self.model.save_pretrained(out / MODEL_FOLDER, metadata=dict(
+                self.run_info, epoch=self.best_epoch, dev_weighted_f1=self.best_f1,
+                train_config=self.train_config.to_dict()))
             write_json_atomic(out / "summary.json", summary)
             plot_training(self.history, out / "training.png", title=f"Ada2I on {self.corpus.source}")
             if not self.train_config.keep_last:
-                (out / "last.pt").unlink(missing_ok=True)
-        self.say(f"wrote {out}: " + ", ".join(f"{path.name} ({shown_bytes(path.stat().st_size)})" for path in run_files(out))
-                 + ("" if self.train_config.keep_last else " (last.pt removed: the run is over; --keep-last keeps it "
-                    "for --resume --epochs N)"))
+                for name in ("best.pt", "last.pt"):
+                    (out / name).unlink(missing_ok=True)
+        self.say(f"wrote {out}: " + ", ".join(f"{p.name}{'/' if p.is_dir() else ''} ({shown_bytes(size_of(p))})"
+                                              for p in run_files(out))
+                 + ("" if self.train_config.keep_last else " (best.pt and last.pt removed: the run is over and model/ "
+                    "holds its best-dev model; --keep-last keeps them to extend the run with --resume --epochs N)"))
         return summary
 
     # --- helpers of the phases -----------------------------------------------------------------

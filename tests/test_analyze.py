@@ -60,7 +60,7 @@ def test_the_tables_are_the_runs_numbers(sweep_runs):
 
 
 def test_robustness_drops_or_corrupts_one_modality_of_the_saved_models(sweep_runs):
-    best = sweep_runs / "at" / "seed-1" / "best.pt"
+    best = sweep_runs / "at" / "seed-1" / "model"
     model, corpus, recipe, _ = open_checkpoint_and_corpus(best, None, None)
     result = robustness(model, corpus, levels=(0.0, 1.0, 100.0), seed=1, batch_size=recipe.batch_size)
     assert result["clean"] == pytest.approx(evaluate.main(["--checkpoint", str(best)])["weighted_f1"])

@@ -26,11 +26,12 @@ def test_the_start_line_tells_the_whole_story_and_the_end_line_every_file(tmp_pa
     assert lines[0] == (f"run {out}: 2 epochs x 6 steps at most (early stopping after 5 epochs without a better dev F1 "
                         f"can end it sooner) | data synthetic meld (seed 12, size 0.05): train 52 dialogues, dev 6, "
                         f"test 14, modalities atv | device cpu, fp32")
-    written = re.fullmatch(rf"wrote {out}: (.*) \(last\.pt removed: .*--keep-last keeps it.*\)", lines[-1])
+    written = re.fullmatch(rf"wrote {out}: (.*) \(best\.pt and last\.pt removed: .*--keep-last keeps them.*\)",
+                           lines[-1])
     assert written, lines[-1]
-    files = dict(re.findall(r"(\S+) \(([\d.]+ [kMG]?B)\)", written.group(1)))
-    assert set(files) == {"run.json", "metrics.jsonl", "best.pt", "summary.json", "training.png"}
-    assert not (out / "last.pt").exists() and set(os.listdir(out)) - {".lock"} == set(files)
+    files = dict(re.findall(r"([\w./]+) \(([\d.]+ [kMG]?B)\)", written.group(1)))
+    assert set(files) == {"run.json", "metrics.jsonl", "model/", "summary.json", "training.png"}
+    assert set(os.listdir(out)) - {".lock"} == {name.rstrip("/") for name in files}
 
 
 def test_the_whole_run_bar_counts_every_step_of_every_epoch(tmp_path, capsys):

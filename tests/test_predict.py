@@ -69,8 +69,8 @@ def _predict(checkpoint, out, *extra):
 
 def test_one_line_per_test_utterance_in_corpus_order(trained_run, tmp_path):
     run, summary = trained_run
-    records = _predict(run / "best.pt", tmp_path / "predictions.jsonl")
-    _, corpus, _, _ = predict.open_checkpoint_and_corpus(run / "best.pt", None, None)
+    records = _predict(run / "model", tmp_path / "predictions.jsonl")
+    _, corpus, _, _ = predict.open_checkpoint_and_corpus(run / "model", None, None)
     split = corpus.splits["test"]
     assert len(records) == split.num_utterances
     expected_keys = {"dialogue_id", "utterance", "gold", "predicted", "probabilities", "contributions", "bias"}
@@ -85,7 +85,7 @@ def test_one_line_per_test_utterance_in_corpus_order(trained_run, tmp_path):
 def test_probabilities_and_contributions_explain_each_prediction(trained_run, tmp_path):
     run, summary = trained_run
     classes = summary["classes"]
-    for record in _predict(run / "best.pt", tmp_path / "predictions.jsonl"):
+    for record in _predict(run / "model", tmp_path / "predictions.jsonl"):
         assert list(record["probabilities"]) == classes
         assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert list(record["contributions"]) == ["a", "t", "v"]
@@ -97,8 +97,8 @@ def test_probabilities_and_contributions_explain_each_prediction(trained_run, tm
 
 def test_bf16_predictions_stay_close_to_fp32(trained_run, tmp_path):
     run, summary = trained_run
-    fp32 = _predict(run / "best.pt", tmp_path / "fp32.jsonl")
-    bf16 = _predict(run / "best.pt", tmp_path / "bf16.jsonl", "--precision", "bf16")
+    fp32 = _predict(run / "model", tmp_path / "fp32.jsonl")
+    bf16 = _predict(run / "model", tmp_path / "bf16.jsonl", "--precision", "bf16")
     assert [(r["dialogue_id"], r["utterance"]) for r in bf16] == [(r["dialogue_id"], r["utterance"]) for r in fp32]
     for ours, reference in zip(bf16, fp32):
         for c in summary["classes"]:
@@ -109,8 +109,8 @@ def test_bf16_predictions_stay_close_to_fp32(trained_run, tmp_path):
 
 def test_another_split_can_be_asked_for(trained_run, tmp_path):
     run, _ = trained_run
-    records = _predict(run / "best.pt", tmp_path / "dev.jsonl", "--split", "dev")
-    _, corpus, _, _ = predict.open_checkpoint_and_corpus(run / "best.pt", None, None)
+    records = _predict(run / "model", tmp_path / "dev.jsonl", "--split", "dev")
+    _, corpus, _, _ = predict.open_checkpoint_and_corpus(run / "model", None, None)
     assert len(records) == corpus.splits["dev"].num_utterances
 
 
@@ -124,4 +124,4 @@ def test_a_missing_checkpoint_is_one_error_line_and_writes_nothing(tmp_path):
 def test_a_corpus_of_other_classes_is_refused(trained_run, tmp_path):
     run, _ = trained_run
     with pytest.raises(SystemExit, match=r"^error: this checkpoint was trained on meld, not iemocap"):
-        predict.main(["--checkpoint", str(run / "best.pt"), "--dataset", "iemocap", "--out", str(tmp_path / "p.jsonl")])
+        predict.main(["--checkpoint", str(run / "model"), "--dataset", "iemocap", "--out", str(tmp_path / "p.jsonl")])

@@ -30,7 +30,7 @@ def test_a_tiny_run_learns_and_writes_every_output(tmp_path, capsys):
     out, summary = _run(tmp_path, "run", "--size", "0.15", "--epochs", "5")
     assert "synthetic" in summary["data"]
     assert "no data file given" in capsys.readouterr().err
-    for name in ("best.pt", "metrics.jsonl", "summary.json", "training.png"):
+    for name in ("model/model.safetensors", "model/config.json", "metrics.jsonl", "summary.json", "training.png"):
         assert (out / name).stat().st_size > 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 5 and set(records[0]["ratio"]) == {"a", "t", "v"}
@@ -40,7 +40,7 @@ def test_a_tiny_run_learns_and_writes_every_output(tmp_path, capsys):
     p = max(support) / sum(support)
     assert summary["test"]["weighted_f1"] > p * 2 * p / (1 + p) + 0.08
 
-    report = evaluate.main(["--checkpoint", str(out / "best.pt")])
+    report = evaluate.main(["--checkpoint", str(out / "model")])
     assert report["weighted_f1"] == pytest.approx(summary["test"]["weighted_f1"])
 
 
@@ -79,8 +79,8 @@ def test_ablation_switches_are_recorded(tmp_path):
 def test_the_complementary_corpus_is_chosen_by_flag_and_reopened_by_evaluate(tmp_path):
     out, summary = _run(tmp_path, "complementary", "--size", "0.05", "--epochs", "1", "--synthetic", "complementary")
     assert summary["data"] == "synthetic meld complementary (seed 12, size 0.05)" and summary["synthetic"] == "complementary"
-    report = evaluate.main(["--checkpoint", str(out / "best.pt")])
+    report = evaluate.main(["--checkpoint", str(out)])
     assert report["weighted_f1"] == pytest.approx(summary["test"]["weighted_f1"])
     with pytest.raises(SystemExit, match=r"^error: --synthetic complementary chooses the corpus made without --data"):
-        train.main(["--dataset", "meld", "--data", str(out / "best.pt"), "--synthetic", "complementary",
+        train.main(["--dataset", "meld", "--data", str(out / "summary.json"), "--synthetic", "complementary",
                     "--out", str(tmp_path / "x")])

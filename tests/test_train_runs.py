@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ada2i_fast import Ada2I, TrainConfig, evaluate, train, trainer
-from ada2i_fast.checkpoint import load_checkpoint, save_checkpoint
+from ada2i_fast.checkpoint import load_any_checkpoint, save_checkpoint
 from ada2i_fast.step import make_optimizer, train_step
 from ada2i_fast.torch_file import CHECKSUMS, write_checkpoint
 from conftest import random_batch, tiny_config
@@ -28,7 +28,7 @@ def _comparable(out):
     summary.pop("timing"), summary.pop("run_id")  # every run has its own id
     metrics = [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "utterances_per_second")}
                for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return summary, metrics, load_checkpoint(out / "best.pt")[0].state_dict()
+    return summary, metrics, load_any_checkpoint(out)[0].state_dict()
 
 
 def _steps_then(monkeypatch, action, at_steps):
@@ -83,7 +83,7 @@ def test_resume_refuses_changed_settings_and_a_folder_without_state(tmp_path):
 def test_an_existing_run_is_refused_unless_overwritten(tmp_path):
     out = tmp_path / "run"
     _run(out, "--epochs", "1", "--keep-last")
-    with pytest.raises(SystemExit, match=r"already holds a run \(run\.json, metrics\.jsonl, best\.pt, last\.pt, "
+    with pytest.raises(SystemExit, match=r"already holds a run \(run\.json, metrics\.jsonl, best\.pt, last\.pt, model, "
                                          r"summary\.json, training\.png\); continue it with --resume"):
         _run(out, "--epochs", "1")
     _run(out, "--epochs", "1", "--overwrite", "--seed", "3")
@@ -119,7 +119,7 @@ def test_a_nan_batch_is_skipped_and_reported(tmp_path, monkeypatch):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped_steps"] for r in records] == [1, 0]
     assert all(isinstance(r["train"]["loss"], float) for r in records)
-    model, _ = load_checkpoint(out / "best.pt")
+    model, _ = load_any_checkpoint(out)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert summary["test"]["weighted_f1"] > 0
 
@@ -146,12 +146,12 @@ def test_a_run_that_only_sees_nan_stops_naming_epoch_step_and_term_and_writes_no
     with pytest.raises(SystemExit, match=r"^error: stopped in epoch 1: 6 consecutive steps up to step 6 had a "
                                          r"non-finite loss .* \(non-finite loss terms: classification in 6, feature in 6\)$"):
         _run(out, "--epochs", "3", "--max-skipped-steps", "3")
-    assert not (out / "best.pt").exists()
+    assert not (out / "best.pt").exists() and not (out / "model").exists()
 
 
 def test_evaluate_refuses_non_finite_or_misshapen_weights_and_another_datasets_classes(tmp_path):
     out = tmp_path / "run"
-    _run(out, "--epochs", "1")
+    _run(out, "--epochs", "1", "--keep-last")
     payload = torch.load(out / "best.pt", weights_only=False)
     payload.pop(CHECKSUMS)
     key = "head.fc_out.weight"
