@@ -225,6 +225,10 @@ class TrainConfig(_Config):
     keep_last: bool = setting(False, role="execution", resumable=True,
                               help="keep last.pt and best.pt (the state to continue from) when the run ends, to "
                               "extend it later with --resume DIR --epochs N; model/ holds the best-dev model anyway")
+    tensorboard: bool = setting(False, role="execution", resumable=True,
+                                help="also write TensorBoard event files into OUT/tensorboard (per step: loss, each "
+                                "modality's rho and k; per epoch: losses, dev and unimodal F1, lr, throughput, the dev "
+                                'confusion matrix); needs pip install "ada2i-fast[tensorboard]"')
     trace: bool = setting(False, role="execution", help="write steps.jsonl: per step, each modality's score, rho, "
                           "k, encoder gradient norm before and after modulation and weight update norm")
 

@@ -118,8 +118,13 @@ def plot_dev_f1(runs: Sequence[RunCurves], path) -> None:
     save_figure(fig, path)
 
 
-@paper_style
 def plot_confusion(matrix, classes: Sequence[str], path, *, title: str) -> None:
+    """:func:`confusion_figure` written to ``path``."""
+    save_figure(confusion_figure(matrix, classes, title=title), path)
+
+
+@paper_style
+def confusion_figure(matrix, classes: Sequence[str], *, title: str):
     """Counts per (true, predicted) class, coloured by the share of the true class's utterances."""
     counts = np.asarray(matrix, dtype=float)
     totals = counts.sum(1, keepdims=True)
@@ -135,7 +140,7 @@ def plot_confusion(matrix, classes: Sequence[str], path, *, title: str) -> None:
     ax.set_yticks(ticks, list(classes))
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     fig.colorbar(image, ax=ax, label="share of the true class")
-    save_figure(fig, path)
+    return fig
 
 
 def modalities_of(runs: Sequence[RunCurves]) -> list[str]:

@@ -24,7 +24,8 @@ from pathlib import Path
 from .atomic import atomic_open, strict_json, write_json_atomic
 from .data import Corpus
 
-RUN_FILES = ("run.json", "metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "model", "summary.json", "training.png")
+RUN_FILES = ("run.json", "metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "model", "summary.json", "training.png",
+             "tensorboard")
 MODEL_FOLDER = "model"  # the finished run's best-dev model: config.json + model.safetensors
 LOCK_FILE = ".lock"
 

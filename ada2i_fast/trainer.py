@@ -36,6 +36,7 @@ from .plots import plot_training
 from .run_folder import MODEL_FOLDER, read_history, run_files, size_of, write_step_trace
 from .run_state import RunState, save_state
 from .step import ShardStep, make_optimizer, train_step
+from .tensorboard_log import TensorBoardLog
 from .torch_file import load_weights
 
 TRACE_NORMS = ("grad_norm_before", "grad_norm_after", "update_norm")  # train_step's trace
@@ -168,20 +169,24 @@ class Trainer:
             self.restore(resume)
         self.announce(resume)
         config = self.train_config
-        with StopRequest() as stop, contextlib.ExitStack() as files:
-            self.metrics_file = files.enter_context(open(self.out / "metrics.jsonl", "a")) if self.context.is_main else None
-            self.run_bar = files.enter_context(self.whole_run_bar())
-            while self.epoch <= config.epochs and self.epoch - self.best_epoch <= config.patience:
-                start = time.perf_counter()
-                if not self.run_epoch(stop):
+        with contextlib.ExitStack() as logs:
+            self.tensorboard = (logs.enter_context(contextlib.closing(TensorBoardLog(
+                self.out, self.model_config.modalities, self.corpus.classes)))
+                if config.tensorboard and self.context.is_main else None)
+            with StopRequest() as stop, contextlib.ExitStack() as files:
+                self.metrics_file = files.enter_context(open(self.out / "metrics.jsonl", "a")) if self.context.is_main else None
+                self.run_bar = files.enter_context(self.whole_run_bar())
+                while self.epoch <= config.epochs and self.epoch - self.best_epoch <= config.patience:
+                    start = time.perf_counter()
+                    if not self.run_epoch(stop):
+                        self.save_state()
+                        raise self.interrupted(stop.signal)
+                    self.end_epoch(time.perf_counter() - start)
+                    self.epoch, self.progress = self.epoch + 1, EpochProgress(streak=self.progress.streak)
                     self.save_state()
-                    raise self.interrupted(stop.signal)
-                self.end_epoch(time.perf_counter() - start)
-                self.epoch, self.progress = self.epoch + 1, EpochProgress(streak=self.progress.streak)
-                self.save_state()
-            if self.epoch <= config.epochs:
-                self.say(f"early stop after epoch {self.epoch - 1}: no better dev F1 for {config.patience} epochs")
-        return self.finish()
+                if self.epoch <= config.epochs:
+                    self.say(f"early stop after epoch {self.epoch - 1}: no better dev F1 for {config.patience} epochs")
+            return self.finish()
 
     # --- the phases ----------------------------------------------------------------------------
 
@@ -250,6 +255,8 @@ class Trainer:
                               shard=ShardStep(shard.share, stop=stop.asked, context=context))
             stopping = vote.push(logs.pop("stop_requested"))
             self.progress.add(logs, trace=config.trace)
+            if self.tensorboard is not None:
+                self.tensorboard.add_step((self.epoch - 1) * bar.total + self.progress.steps, logs)
             self.run_bar.update()
             if config.log_every and context.is_main and self.progress.steps % config.log_every == 0:
                 bar.set_postfix(loss=f"{self.progress.means()['loss']:.4f}")
@@ -271,7 +278,10 @@ class Trainer:
             if self.context.is_main:
                 save_checkpoint(self.out / "best.pt", self.model, epoch=self.epoch, dev_weighted_f1=self.best_f1,
                                 train_config=self.train_config.to_dict(), **self.run_info)
-        self.log_epoch(self.epoch_record(dev, seconds))
+        record = self.epoch_record(dev, seconds)
+        self.log_epoch(record)
+        if self.tensorboard is not None:
+            self.tensorboard.add_epoch(record, dev, steps=self.progress.steps)
 
     def save_state(self) -> None:
         """``last.pt``: everything :meth:`restore` needs (every process's random state, gathered)."""
@@ -298,6 +308,8 @@ class Trainer:
         self.say(f"\ntest (best dev epoch {self.best_epoch}): accuracy {test.accuracy:.4f} | "
                  f"weighted F1 {test.weighted_f1:.4f}")
         self.say(test.report(classes))
+        if self.tensorboard is not None:
+            self.tensorboard.add_test(test, self.best_epoch)
         summary = dict(
             self.run_info, config=self.model_config.to_dict(), train_config=self.train_config.to_dict(),
             best_epoch=self.best_epoch, best_dev_weighted_f1=self.best_f1, test=test.summary(classes),

@@ -106,7 +106,7 @@ def runs(tmp_path_factory):
     finally:
         mp_patch.undo()
     assert not dist.is_initialized()  # a plain launch never joins a process group
-    codes = launch(2, [*FLAGS, "--out", str(root / "two")], root / "logs-two")
+    codes = launch(2, [*FLAGS, "--tensorboard", "--out", str(root / "two")], root / "logs-two")
     assert codes == ["0", "0"], [(root / "logs-two" / f"rank{r}.txt").read_text() for r in range(2)]
     return root, single
 
@@ -135,6 +135,7 @@ def test_two_processes_train_as_one(runs):
     # Rank 0 prints; rank 1 says nothing at all.
     assert "epoch   2" in (root / "logs-two" / "rank0.txt").read_text()
     assert (root / "logs-two" / "rank1.txt").read_text() == ""
+    assert len(list((root / "two" / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0's only
 
 
 def test_interrupted_two_process_run_resumes_with_two_processes_only(runs, tmp_path):

@@ -1,0 +1,81 @@
+"""``--tensorboard``: a run's curves as TensorBoard event files in ``OUT/tensorboard`` (the main process
+only; a sweep's trials each write their own), beside metrics.jsonl, which stays the record.
+
+Per step (x: the step of the whole run): ``train/loss_per_step`` and each modality's ``rho/<m>`` and
+``k/<m>`` (the coefficient the step computes; it is applied from the recipe's modulation epoch on). Per epoch: train and dev loss, dev accuracy and weighted F1,
+each modality's own dev weighted F1 (``dev/unimodal_weighted_f1/<m>``), the learning rate, throughput
+(``throughput/utterances_per_second``, ``throughput/seconds_per_step``) and the dev confusion matrix
+as an image; at the end, the test scores and confusion matrix of the best-dev model. Step values are
+kept on the device and read once per epoch, so logging adds no synchronisation inside an epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .plots import confusion_figure
+
+FOLDER = "tensorboard"
+
+
+class TensorBoardLog:
+    def __init__(self, out: Path, modalities: str, classes: tuple[str, ...]) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ValueError('--tensorboard needs the tensorboard package: pip install "ada2i-fast[tensorboard]"') from None
+        self.writer = SummaryWriter(str(out / FOLDER))
+        self.modalities, self.classes = modalities, classes
+        self.steps: list[tuple[int, torch.Tensor]] = []  # (run step, [loss, rho..., k...]) not yet written
+
+    def add_step(self, step: int, logs: dict) -> None:
+        values = torch.cat([logs["loss"].detach().reshape(1), logs["ratios"].detach(), logs["coefficients"].detach()])
+        self.steps.append((step, values))
+
+    def add_epoch(self, record: dict, dev, *, steps: int) -> None:
+        """The epoch's steps and its record (``Trainer.epoch_record``); ``dev`` is its dev evaluation,
+        ``steps`` the steps its ``record["seconds"]`` timed."""
+        self._write_steps()
+        epoch, add = record["epoch"], self.writer.add_scalar
+        add("train/loss", record["train"]["loss"], epoch)
+        add("dev/loss", record["dev"]["loss"], epoch)
+        add("dev/accuracy", record["dev"]["accuracy"], epoch)
+        add("dev/weighted_f1", record["dev"]["weighted_f1"], epoch)
+        for modality, f1 in record["dev"]["unimodal_weighted_f1"].items():
+            add(f"dev/unimodal_weighted_f1/{modality}", f1, epoch)
+        add("lr", record["lr"], epoch)
+        add("throughput/utterances_per_second", record["utterances_per_second"], epoch)
+        if steps:
+            add("throughput/seconds_per_step", record["seconds"] / steps, epoch)
+        self.writer.add_figure("dev/confusion_matrix", self._confusion(dev, f"dev, epoch {epoch}"), epoch)
+        self.writer.flush()
+
+    def add_test(self, test, best_epoch: int) -> None:
+        self.writer.add_scalar("test/weighted_f1", test.weighted_f1, best_epoch)
+        self.writer.add_scalar("test/accuracy", test.accuracy, best_epoch)
+        self.writer.add_figure("test/confusion_matrix", self._confusion(test, f"test, best dev epoch {best_epoch}"),
+                               best_epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def _write_steps(self) -> None:
+        if not self.steps:
+            return
+        rows = torch.stack([values for _, values in self.steps]).float().cpu().tolist()
+        m = len(self.modalities)
+        for (step, _), (loss, *rest) in zip(self.steps, rows):
+            self.writer.add_scalar("train/loss_per_step", loss, step)
+            for i, modality in enumerate(self.modalities):
+                self.writer.add_scalar(f"rho/{modality}", rest[i], step)
+                self.writer.add_scalar(f"k/{modality}", rest[m + i], step)
+        self.steps = []
+
+    def _confusion(self, evaluation, title: str):
+        from sklearn.metrics import confusion_matrix
+
+        matrix = confusion_matrix(evaluation.labels, evaluation.predictions, labels=list(range(len(self.classes))))
+        return confusion_figure(matrix, self.classes, title=title)
