@@ -1,10 +1,14 @@
 import os
 
-# The Triton interpreter must be chosen before triton is first imported.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# Where the kernel_device tests put their tensors: the CPU (Triton's interpreter) unless
+# ADA2I_KERNEL_DEVICE=cuda (compiled kernels; benchmarks/gpu_check.sh). The interpreter must be
+# chosen before triton is first imported.
+os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("ADA2I_KERNEL_DEVICE", "cpu") == "cuda" else "1")
 
 import pytest
 import torch
+
+KERNEL_DEVICE = torch.device(os.environ.get("ADA2I_KERNEL_DEVICE", "cpu"))
 from torch.overrides import TorchFunctionMode
 
 from ada2i_fast import Ada2I, Ada2IConfig, Batch, TrainConfig

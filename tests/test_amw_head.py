@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ada2i_fast.kernels import amw_head, backend, use_backend
 from ada2i_fast.kernels.amw_head_torch import amw_head_torch
+from conftest import KERNEL_DEVICE
 
 amw_head_module = importlib.import_module("ada2i_fast.kernels.amw_head")  # the package exports the function
 
@@ -30,7 +31,7 @@ def _inputs(n_mod, n, hidden, n_classes, dtype, seed=0):
     labels = torch.randint(0, n_classes, (n,), generator=gen)
     d_fused = torch.randn(n, n_classes, generator=gen, dtype=torch.float64)
     d_unimodal = torch.randn(n_mod, n, n_classes, generator=gen, dtype=torch.float64)
-    return (z, weight, bias), labels, d_fused, d_unimodal
+    return tuple(x.to(KERNEL_DEVICE) for x in (z, weight, bias)), *(x.to(KERNEL_DEVICE) for x in (labels, d_fused, d_unimodal))
 
 
 def _run(backend_name, params, labels, scale, normalisation, d_fused, d_unimodal, dtype):
@@ -63,6 +64,7 @@ def _assert_matches(got, want, dtype):
 SHAPES = [(37, 19, 6), (71, 75, 3)]
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize("normalisation", ["class", "feature", "none"])
 @pytest.mark.parametrize("n_mod", [1, 2, 3])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}-H{}-C{}".format(*s))
@@ -74,6 +76,7 @@ def test_triton_matches_twin_float32(normalisation, n_mod, shape):
     _assert_matches(got, want, torch.float32)
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("normalisation", ["class", "feature"])
 def test_triton_low_precision_inputs(dtype, normalisation):
@@ -83,6 +86,7 @@ def test_triton_low_precision_inputs(dtype, normalisation):
     _assert_matches(got, want, dtype)
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize("use_fused, use_unimodal", [(True, False), (False, True)])
 def test_triton_backward_with_one_output_unused(use_fused, use_unimodal):
     params, labels, d_fused, d_unimodal = _inputs(3, 13, 9, 4, torch.float32)

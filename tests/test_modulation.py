@@ -11,6 +11,7 @@ from ada2i_fast.kernels import modulate_gradients, use_backend
 from ada2i_fast.kernels.modulation import _multi_tensor, _scaled_stds
 from ada2i_fast.kernels import modulation_torch
 from ada2i_fast.kernels.modulation_torch import NOISE_EPS, unbiased_stds
+from conftest import KERNEL_DEVICE
 
 BACKENDS = ["torch", "triton"]
 # odd sizes within one chunk and spanning several (chunks are 2048 elements), a 3-d tensor
@@ -20,22 +21,23 @@ MODALITY = [0, 1, 2, 1, 0]
 
 def _grads(shapes=SHAPES, seed=0, dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(s, generator=gen) * (i + 1) + 0.5 * i).to(dtype) for i, s in enumerate(shapes)]
+    return [(torch.randn(s, generator=gen) * (i + 1) + 0.5 * i).to(KERNEL_DEVICE, dtype) for i, s in enumerate(shapes)]
 
 
 def _modulated(backend, grads, modality, coefficients, noise, seed=None):
     grads = [g.clone() for g in grads]
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    generator = None if seed is None else torch.Generator(grads[0].device).manual_seed(seed)
     with use_backend(backend):
         modulate_gradients(grads, modality, coefficients, noise, generator)
     return grads
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_scaling_without_noise_is_exact(backend, dtype):
     grads = _grads(dtype=dtype)
-    coefficients = torch.tensor([0.25, 1.0, 0.6])
+    coefficients = torch.tensor([0.25, 1.0, 0.6], device=KERNEL_DEVICE)
     out = _modulated(backend, grads, MODALITY, coefficients, noise=False)
     for g, o, m in zip(grads, out, MODALITY):
         # the twin multiplies in the gradient's dtype, the kernel in fp32 and rounds once
@@ -75,9 +77,10 @@ def test_stds_of_ill_conditioned_gradients_match_float64(backend, mean, std):
     torch.testing.assert_close(found, want, rtol=1e-3, atol=0)
 
 
+@pytest.mark.kernel_device
 def test_triton_stds_match_tensor_std_of_the_scaled_gradients():
     grads = _grads()
-    coefficients = torch.tensor([0.25, 1.0, 0.6])
+    coefficients = torch.tensor([0.25, 1.0, 0.6], device=KERNEL_DEVICE)
     common, layout = _multi_tensor(grads, MODALITY, coefficients)
     want = torch.stack([(g * coefficients[m]).std() for g, m in zip(grads, MODALITY)])
     torch.testing.assert_close(_scaled_stds(common, layout), want, rtol=1e-5, atol=0)
@@ -95,22 +98,25 @@ def _assert_noise_distribution(noise: torch.Tensor, sigma: float):
     assert abs(noise.double().std().item() - sigma) < tolerance_std
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize("backend, numel", [("torch", 1_200_000), ("triton", 300_000)])
 def test_noise_is_zero_mean_with_the_std_of_each_scaled_gradient(backend, numel):
     gen = torch.Generator().manual_seed(3)
     # two tensors of different spread and a non-zero mean: each gets noise matched to its own std
-    grads = [torch.randn(numel, generator=gen) * 2.0 + 1.0, torch.randn(numel // 4, generator=gen) * 0.1]
-    coefficients = torch.tensor([0.5, 0.8])
+    grads = [(torch.randn(numel, generator=gen) * 2.0 + 1.0).to(KERNEL_DEVICE),
+             (torch.randn(numel // 4, generator=gen) * 0.1).to(KERNEL_DEVICE)]
+    coefficients = torch.tensor([0.5, 0.8], device=KERNEL_DEVICE)
     out = _modulated(backend, grads, [0, 1], coefficients, noise=True, seed=11)
     for g, o, k in zip(grads, out, coefficients):
         scaled = g * k
         _assert_noise_distribution(o - scaled, scaled.std().item() + NOISE_EPS)
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_same_noise_different_seed_different_noise(backend):
     grads = _grads()
-    coefficients = torch.tensor([0.5, 1.0, 0.9])
+    coefficients = torch.tensor([0.5, 1.0, 0.9], device=KERNEL_DEVICE)
     first = _modulated(backend, grads, MODALITY, coefficients, noise=True, seed=5)
     again = _modulated(backend, grads, MODALITY, coefficients, noise=True, seed=5)
     other = _modulated(backend, grads, MODALITY, coefficients, noise=True, seed=6)
@@ -119,11 +125,12 @@ def test_same_seed_same_noise_different_seed_different_noise(backend):
         assert not torch.equal(a, c)
 
 
+@pytest.mark.kernel_device
 def test_triton_noise_is_independent_across_tensors():
     # equal gradients in two tensors must not receive the same noise (distinct Philox counters)
     n = 5000
-    g = torch.randn(n, generator=torch.Generator().manual_seed(0))
-    a, b = _modulated("triton", [g, g], [0, 0], torch.ones(1), noise=True, seed=1)
+    g = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(KERNEL_DEVICE)
+    a, b = _modulated("triton", [g, g], [0, 0], torch.ones(1, device=KERNEL_DEVICE), noise=True, seed=1)
     noise_a, noise_b = (a - g).double(), (b - g).double()
     # uncorrelated: the sample correlation of independent draws has standard error 1/sqrt(n)
     correlation = torch.corrcoef(torch.stack([noise_a, noise_b]))[0, 1].item()

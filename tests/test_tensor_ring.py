@@ -14,6 +14,7 @@ import torch
 from ada2i_fast.kernels import backend, tensor_ring, tensor_ring_torch, use_backend
 from ada2i_fast.kernels.tensor_ring import TensorRingFunction
 from ada2i_fast.kernels.tensor_ring_literal import tensor_ring_literal
+from conftest import KERNEL_DEVICE
 
 RING = importlib.import_module("ada2i_fast.kernels.tensor_ring")  # the module; the package exports the function
 LITERAL = importlib.import_module("ada2i_fast.kernels.tensor_ring_literal")
@@ -35,7 +36,7 @@ def _inputs(n_mod, lengths, hidden, rank, dtype, seed=0):
     att_weight = torch.randn(n_mod, hidden, rank * rank, generator=gen) / rank
     att_bias = 0.1 * torch.randn(n_mod, hidden, generator=gen)
     inputs = (h, mask, rank_weight, rank_bias, att_weight, att_bias)
-    return tuple(x if x.dtype == torch.bool else x.to(dtype) for x in inputs)
+    return tuple((x if x.dtype == torch.bool else x.to(dtype)).to(KERNEL_DEVICE) for x in inputs)
 
 
 def _run(fn, inputs, dtype, mean_over_padding):
@@ -43,7 +44,7 @@ def _run(fn, inputs, dtype, mean_over_padding):
     leaves = [x if x.dtype == torch.bool else x.detach().to(dtype).requires_grad_() for x in inputs]
     y, a = fn(*leaves, BETA, mean_over_padding=mean_over_padding)
     gen = torch.Generator().manual_seed(1)
-    probe_y, probe_a = (torch.randn(y.shape, generator=gen, dtype=torch.float64).to(dtype) for _ in range(2))
+    probe_y, probe_a = (torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, dtype) for _ in range(2))
     grads = torch.autograd.grad((y * probe_y).sum() + (a * probe_a).sum(), [x for x in leaves if x.is_floating_point()])
     return {"y": y, "a": a, **dict(zip(GRAD_NAMES, grads))}
 
@@ -84,11 +85,13 @@ CASES = [
 ]
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize("n_mod, lengths, hidden, rank, mean_over_padding", CASES)
 def test_triton_matches_literal_float32(n_mod, lengths, hidden, rank, mean_over_padding):
     _assert_matches_oracle(_triton, n_mod, lengths, hidden, rank, torch.float32, mean_over_padding)
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize(
     "dtype, n_mod, lengths, hidden, rank, mean_over_padding",
     [
@@ -102,11 +105,13 @@ def test_triton_matches_literal_half(dtype, n_mod, lengths, hidden, rank, mean_o
     _assert_matches_oracle(_triton, n_mod, lengths, hidden, rank, dtype, mean_over_padding)
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize("n_mod, lengths, hidden, rank, mean_over_padding", CASES)
 def test_factored_matches_literal_float32(n_mod, lengths, hidden, rank, mean_over_padding):
     _assert_matches_oracle(_factored, n_mod, lengths, hidden, rank, torch.float32, mean_over_padding)
 
 
+@pytest.mark.kernel_device
 @pytest.mark.parametrize("n_mod, rank", [(3, 33), (2, 48), (3, 64)])
 def test_triton_matches_literal_up_to_the_largest_supported_rank(n_mod, rank):
     _assert_matches_oracle(_triton, n_mod, [3, 2], 8, rank, torch.float32, False)
@@ -123,6 +128,7 @@ def test_triton_refuses_shapes_beyond_its_limits(n_mod, rank, message):
         torch.testing.assert_close(found.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.kernel_device
 def test_triton_dialogue_is_independent_of_its_batch():
     """With the masked mean a dialogue's outputs do not depend on the dialogues batched with it (SPEC §5)."""
     inputs = _inputs(3, [5, 2], 8, 6, torch.float32)
@@ -133,6 +139,7 @@ def test_triton_dialogue_is_independent_of_its_batch():
     torch.testing.assert_close(a_batch[:, 1:, :2], a_alone, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.kernel_device
 def test_triton_gradient_of_y_only():
     """An unused output reaches backward as zeros; the gradients equal the oracle's for y alone."""
     inputs = _inputs(2, [3, 2], 8, 6, torch.float32)
@@ -146,6 +153,7 @@ def test_triton_gradient_of_y_only():
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.kernel_device
 def test_triton_saves_no_rank_squared_tensor():
     """Besides the inputs, nothing saved for backward has an R*R dimension or the [B, T, R, R] shape."""
     n_mod, lengths, hidden, rank = 3, [5, 2], 8, 6
