@@ -339,7 +339,8 @@ class Trainer:
         """The start line: where the run writes, how long it is at most, on what data and machine."""
         splits, context, config = self.corpus.splits, self.context, self.train_config
         processes = f" x {context.world_size} processes" if context.joined else ""
-        self.say(f"run {self.out}: {config.epochs} epochs x {num_batches(splits['train'], config.batch_size)} steps at "
+        epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+        self.say(f"run {self.out}: {epochs} x {num_batches(splits['train'], config.batch_size)} steps at "
                  f"most (early stopping after {config.patience} epochs without a better dev F1 can end it sooner)"
                  + (f", resuming epoch {self.epoch} at step {self.progress.steps}" if resume else "")
                  + f" | data {self.corpus.source}: train {splits['train'].num_dialogues} dialogues, dev "
