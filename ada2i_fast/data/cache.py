@@ -33,8 +33,9 @@ from .legacy import read_legacy
 FORMAT = "ada2i-columnar-cache"
 VERSION = 2  # 2: a sha256 per array, the source pickle compared by its bytes
 MANIFEST = "manifest.json"
-LEGACY = "legacy-pickle"  # source kinds: a legacy pickle's cache, or TRANSCRIPTS (data.transcripts)
+LEGACY = "legacy-pickle"  # source kinds: a legacy pickle's cache, TRANSCRIPTS or CONVERSATIONS (data.conversations)
 TRANSCRIPTS = "transcripts"
+CONVERSATIONS = "conversations"
 ARRAY_KEYS = (*ORDER, "labels", "speakers", "offsets")
 REQUIRED_KEYS = ("labels", "speakers", "offsets")
 
@@ -215,6 +216,9 @@ def _rebuild_advice(directory: Path, manifest: dict | None, *, stale: bool = Fal
         layout = source.get("layout", "LAYOUT")
         return (f"this folder is a transcript corpus: rebuild it with `python -m ada2i_fast.data.transcripts "
                 f"--csv-dir {csv_dir} --layout {layout} --out {directory}`")
+    if kind == CONVERSATIONS:
+        return (f"this folder is a conversation corpus: rebuild it with `python -m ada2i_fast.data.conversations "
+                f"--out {directory}` and the flags it was built with (extracted audio features stay cached)")
     return ("if it is the cache of a legacy pickle, rename or move the folder away and load that pickle again to "
             "rebuild it; a transcript corpus is rebuilt with `python -m ada2i_fast.data.transcripts`")
 

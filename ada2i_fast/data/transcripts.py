@@ -74,7 +74,7 @@ LAYOUTS = {
 
 
 @dataclass
-class _SplitRows:
+class SplitRows:
     """One split's rows, in file order; ``order[i]`` is the row of the corpus's utterance i."""
 
     path: Path
@@ -102,31 +102,46 @@ def build_transcript_corpus(
     utterances and a corpus whose features would not fit in memory are refused."""
     layout = LAYOUTS[layout] if isinstance(layout, str) else layout
     csv_dir = Path(csv_dir)
+    rows, classes = read_transcripts(csv_dir, layout, max_field_chars=max_field_chars,
+                                     max_dialogue_length=max_dialogue_length)
+    utterances = sum(len(r.texts) for r in rows.values())
+    check_fits_in_memory(corpus_bytes(utterances, _feature_dim(embeddings, text_dim)),
+                         f"a corpus of the {utterances} utterances in {csv_dir}",
+                         "choose a smaller --text-dim or fewer transcripts")
+    if embeddings is None:
+        features = tfidf_svd({split: r.texts for split, r in rows.items()}, text_dim, seed)
+    else:
+        features = read_embeddings(Path(embeddings), rows)
+    return assemble_corpus(layout, classes, rows, {split: {"t": x} for split, x in features.items()}, csv_dir)
+
+
+def read_transcripts(csv_dir: Path, layout: Layout, *, max_field_chars: int = MAX_FIELD_CHARS,
+                     max_dialogue_length: int = MAX_DIALOGUE_LENGTH) -> tuple[dict[str, SplitRows], tuple[str, ...]]:
+    """Each split's checked rows and the class names (the layout's, else the training labels, sorted)."""
     limits = dict(max_field_chars=max_field_chars, max_dialogue_length=max_dialogue_length)
     rows = {split: _read_split(path, layout, split, **limits) for split, path in split_paths(csv_dir, layout).items()}
     classes = layout.classes or tuple(sorted(set(rows["train"].labels)))
     class_index = {name: i for i, name in enumerate(classes)}
     for split in SPLITS:
         _check_labels(rows[split], layout, class_index)
-    utterances = sum(len(r.texts) for r in rows.values())
-    check_fits_in_memory(corpus_bytes(utterances, _feature_dim(embeddings, text_dim)),
-                         f"a corpus of the {utterances} utterances in {csv_dir}",
-                         "choose a smaller --text-dim or fewer transcripts")
-    if embeddings is None:
-        features = _tfidf_svd({split: r.texts for split, r in rows.items()}, text_dim, seed)
-    else:
-        features = _read_embeddings(Path(embeddings), rows)
+    return rows, classes
+
+
+def assemble_corpus(layout: Layout, classes: tuple[str, ...], rows: dict[str, SplitRows],
+                    features: dict[str, dict[str, np.ndarray]], source: Path) -> Corpus:
+    """The validated corpus of ``rows``; ``features[split][modality]`` has one row per CSV row, in file order."""
+    class_index = {name: i for i, name in enumerate(classes)}
     speaker_ids: dict[str, int] = {}
     splits = {}
     for split, r in rows.items():
         splits[split] = Split(
-            features={"t": features[split][r.order]},
+            features={m: x[r.order] for m, x in features[split].items()},
             labels=np.array([class_index[r.labels[i]] for i in r.order], dtype=np.int64),
             speakers=np.array([speaker_ids.setdefault(r.speakers[i], len(speaker_ids)) for i in r.order], dtype=np.int64),
             offsets=r.offsets,
             dialogue_ids=tuple(r.dialogue_ids),
         )
-    return Corpus(layout.name, classes, splits, source=str(csv_dir)).validate()
+    return Corpus(layout.name, classes, splits, source=str(source)).validate()
 
 
 def split_paths(csv_dir: Path, layout: Layout) -> dict[str, Path]:
@@ -155,7 +170,7 @@ def _filled(pattern: str, split: str) -> str:
         raise TranscriptError(f"--files {pattern!r}: {error}; the only placeholder is {{split}}") from None
 
 
-def _read_split(path: Path, layout: Layout, split: str, *, max_field_chars: int, max_dialogue_length: int) -> _SplitRows:
+def _read_split(path: Path, layout: Layout, split: str, *, max_field_chars: int, max_dialogue_length: int) -> SplitRows:
     if not path.is_file():
         expected = f"--{split}-file" if split in layout.split_files else f"layout {layout.name!r} expects {layout.files!r}"
         raise TranscriptError(f"missing split {split!r}: no file {path} ({expected})")
@@ -179,7 +194,7 @@ def _read_split(path: Path, layout: Layout, split: str, *, max_field_chars: int,
     if not texts:
         raise TranscriptError(f"{path}: no utterances")
     order, ids, offsets = _dialogue_order(path, layout, split, dialogues, lines, max_dialogue_length)
-    return _SplitRows(path, texts, labels, speakers, lines, order, ids, offsets)
+    return SplitRows(path, texts, labels, speakers, lines, order, ids, offsets)
 
 
 def _dialogue_order(path: Path, layout: Layout, split: str, dialogues: dict, lines: list[int],
@@ -220,6 +235,19 @@ def _csv_rows(path: Path, layout: Layout) -> Iterator[tuple[int, dict]]:
         raise TranscriptError(f"{path}, line {reader.reader.line_num}: {error}{advice}") from None
 
 
+def read_columns(path: Path, layout: Layout, columns: tuple[str, ...], *,
+                 max_field_chars: int = MAX_FIELD_CHARS) -> dict[str, list[str]]:
+    """Each of ``columns``' values in every row of ``path``, stripped, in file order."""
+    values: dict[str, list[str]] = {c: [] for c in columns}
+    with _csv_field_limit(max_field_chars):
+        for _, row in _csv_rows(path, layout):
+            for column in columns:
+                if column not in row:
+                    raise TranscriptError(f"{path}: no column {column!r} (the file has {list(row)})")
+                values[column].append((row[column] or "").strip())
+    return values
+
+
 def _utf8_text(path: Path) -> str:
     raw = path.read_bytes()
     try:
@@ -241,7 +269,7 @@ def _csv_field_limit(chars: int):
         csv.field_size_limit(previous)
 
 
-def _check_labels(rows: _SplitRows, layout: Layout, class_index: dict[str, int]) -> None:
+def _check_labels(rows: SplitRows, layout: Layout, class_index: dict[str, int]) -> None:
     for i, label in enumerate(rows.labels):
         if label not in class_index:
             raise TranscriptError(
@@ -250,7 +278,7 @@ def _check_labels(rows: _SplitRows, layout: Layout, class_index: dict[str, int])
             )
 
 
-def _tfidf_svd(texts: dict[str, list[str]], text_dim: int, seed: int) -> dict[str, np.ndarray]:
+def tfidf_svd(texts: dict[str, list[str]], text_dim: int, seed: int) -> dict[str, np.ndarray]:
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -273,11 +301,11 @@ def _feature_dim(embeddings: str | PathLike | None, text_dim: int) -> int:
     try:
         shape = np.load(Path(embeddings) / "train.npy", mmap_mode="r", allow_pickle=False).shape
     except (OSError, ValueError):
-        return text_dim  # _read_embeddings names the file that cannot be read
+        return text_dim  # read_embeddings names the file that cannot be read
     return shape[-1] if shape else text_dim
 
 
-def _read_embeddings(directory: Path, rows: dict[str, _SplitRows]) -> dict[str, np.ndarray]:
+def read_embeddings(directory: Path, rows: dict[str, SplitRows]) -> dict[str, np.ndarray]:
     out = {}
     for split, r in rows.items():
         path = directory / f"{split}.npy"
