@@ -247,4 +247,4 @@ def test_evaluate_takes_last_pt_and_a_run_folder_and_says_which_weights(finished
     evaluate.main(["--checkpoint", str(finished / "last.pt")])
     assert "the current weights after 2 epoch(s), not the best-dev state" in capsys.readouterr().out
     evaluate.main(["--checkpoint", str(finished)])
-    assert f"model: {finished / 'best.pt'}: the best-dev state (epoch" in capsys.readouterr().out
+    assert f"model: {finished / 'model'}: the best-dev model (epoch" in capsys.readouterr().out
