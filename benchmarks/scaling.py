@@ -148,6 +148,7 @@ def plot(results: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(2, len(AXES), figsize=(12, 6.5), constrained_layout=True)
     for col, axis in enumerate(AXES):
@@ -161,6 +162,8 @@ def plot(results: list[dict], path: Path) -> None:
             axes[1, col].plot(xs, [r["step_bytes"] / 2**20 for r in rows], marker="o", label=way)
         for row, label in enumerate(("step seconds", "step memory (MiB)")):
             axes[row, col].set(xscale="log", yscale="log", xlabel=axis, ylabel=label)
+            axes[row, col].set_xticks(AXES[axis], [str(v) for v in AXES[axis]], minor=False)
+            axes[row, col].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0, 0].legend()
     fig.suptitle("Training step, iemocap preset: ours vs the authors' way")
     fig.savefig(path, dpi=150)
