@@ -316,7 +316,7 @@ def test_write_cache_never_replaces_a_folder_of_other_files(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    with pytest.raises(CacheError, match="exists and is not a cache folder"):
+    with pytest.raises(CacheError, match="exists and is not a corpus or cache folder"):
         cache_module.write_cache(corpus, folder, source={"kind": "transcripts"})
     assert (folder / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meld.pkl", "mine"]

@@ -165,7 +165,7 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_corpus(meld_dir, tmp_path
     keep = tmp_path / "mine"
     keep.mkdir()
     (keep / "notes.txt").write_text("precious")
-    with pytest.raises(SystemExit, match="not a corpus folder"):
+    with pytest.raises(SystemExit, match=r"^error: .*mine exists and is not a corpus or cache folder .*; name a new folder"):
         main(["--csv-dir", str(meld_dir), "--out", str(keep)])
     assert (keep / "notes.txt").read_text() == "precious"
     with pytest.raises(SystemExit, match="error: missing split"):

@@ -152,11 +152,16 @@ def test_edited_metadata_is_refused_and_files_without_checksums_still_load(finis
 
 # --- 5. sizes read from a file -----------------------------------------------------------------
 
-def test_a_checkpoint_asking_for_a_huge_synthetic_corpus_is_one_error_line(finished, tmp_path):
-    payload = torch.load(finished / "best.pt", weights_only=False)
+def _rewritten(source, edit, dest):
+    """``source``'s payload changed by ``edit``, written to ``dest`` with fresh checksums (as a writer would)."""
+    payload = torch.load(source, weights_only=False)
     payload.pop(CHECKSUMS)
-    payload["metadata"]["size"] = 1e5
-    write_checkpoint(tmp_path / "huge.pt", payload)
+    edit(payload)
+    write_checkpoint(dest, payload)
+
+
+def test_a_checkpoint_asking_for_a_huge_synthetic_corpus_is_one_error_line(finished, tmp_path):
+    _rewritten(finished / "best.pt", lambda p: p["metadata"].update(size=1e5), tmp_path / "huge.pt")
     with pytest.raises(SystemExit, match=r"^error: synthetic size 100000.0 needs about .* choose a smaller --size"):
         evaluate.main(["--checkpoint", str(tmp_path / "huge.pt")])
 
@@ -190,19 +195,13 @@ def test_damaged_fields_of_last_pt_are_named(finished, tmp_path, damage, message
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     (out / "summary.json").unlink()
-    state = torch.load(out / "last.pt", weights_only=False)
-    state.pop(CHECKSUMS)
-    damage(state)
-    write_checkpoint(out / "last.pt", state)
+    _rewritten(out / "last.pt", damage, out / "last.pt")
     with pytest.raises(SystemExit, match=rf"^error: .*last\.pt: .*{message}"):
         train.main(["--resume", str(out), "--quiet"])
 
 
 def test_damaged_best_pt_metadata_and_a_damaged_history_are_named(finished, tmp_path):
-    payload = torch.load(finished / "best.pt", weights_only=False)
-    payload.pop(CHECKSUMS)
-    payload["metadata"]["classes"] = 7
-    write_checkpoint(tmp_path / "best.pt", payload)
+    _rewritten(finished / "best.pt", lambda p: p["metadata"].update(classes=7), tmp_path / "best.pt")
     with pytest.raises(SystemExit, match=r"best\.pt: metadata 'classes' should be list, found 7"):
         evaluate.main(["--checkpoint", str(tmp_path / "best.pt")])
     out = tmp_path / "run"

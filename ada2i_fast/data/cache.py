@@ -130,8 +130,7 @@ def write_cache(corpus: Corpus, directory: str | PathLike, *, source: dict, task
     """Write ``corpus`` with ``source`` (a JSON record of where it came from, with a ``kind``);
     atomic (built in a temp dir, then renamed). Folders and files follow the umask."""
     directory = Path(directory)
-    if directory.exists() and not _replaceable(directory):
-        raise CacheError(f"{directory} exists and is not a cache folder (no {FORMAT} manifest); name a new folder")
+    check_replaceable(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temp_dir(directory)
     try:
@@ -159,6 +158,12 @@ def write_cache(corpus: Corpus, directory: str | PathLike, *, source: dict, task
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_replaceable(directory: Path) -> None:
+    """Refuse a ``directory`` that :func:`write_cache` must not replace (builders call it before their work)."""
+    if directory.exists() and not _replaceable(directory):
+        raise CacheError(f"{directory} exists and is not a corpus or cache folder (no {FORMAT} manifest); name a new folder")
 
 
 def _replaceable(directory: Path) -> bool:

@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import os
 import shutil
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from math import gcd
 from os import PathLike
@@ -52,7 +53,7 @@ from tqdm import tqdm
 from ..atomic import atomic_open
 from ..cli import user_errors_as_one_line
 from ..datasets import SPLITS, TEXT_DIM
-from .cache import CONVERSATIONS, MANIFEST, file_record, write_cache
+from .cache import CONVERSATIONS, check_replaceable, file_record, write_cache
 from .corpus import Corpus
 from .memory import check_fits_in_memory, corpus_bytes
 from .transcripts import (
@@ -85,11 +86,9 @@ class Utterance:
 
 
 @dataclass(frozen=True)
-class Skipped:
-    split: str
-    row: int  # the row's index in its file
-    csv_line: int
-    audio: str
+class Skipped(Utterance):
+    """An utterance whose audio gives no features, and why."""
+
     reason: str
 
 
@@ -241,8 +240,7 @@ def extract_audio_features(utterances: list[Utterance], feature_set: str, cache_
     reasons = dict(zip(todo, _run_extraction(todo, [keys[p] for p in todo], feature_set, cache_dir, workers)))
     features = {path: np.load(cache_dir / f"{key}.npy", allow_pickle=False)
                 for path, key in keys.items() if reasons.get(path) is None}
-    skipped = [Skipped(u.split, u.row, u.csv_line, str(u.audio), reasons[u.audio])
-               for u in utterances if reasons.get(u.audio) is not None]
+    skipped = [Skipped(**asdict(u), reason=reasons[u.audio]) for u in utterances if reasons.get(u.audio) is not None]
     return features, skipped
 
 
@@ -268,16 +266,12 @@ def _run_extraction(paths: list[Path], keys: list[str], feature_set: str, cache_
         return []
     cache_dir.mkdir(parents=True, exist_ok=True)
     workers = min(workers or os.cpu_count() or 1, len(paths))
-    jobs = ([p, k, feature_set, cache_dir] for p, k in zip(paths, keys))
+    arguments = (paths, keys, itertools.repeat(feature_set), itertools.repeat(cache_dir))
     bar = dict(total=len(paths), desc=f"openSMILE {feature_set}", unit="file")
     if workers == 1:
-        return [extract_one(*job) for job in tqdm(jobs, **bar)]
+        return list(tqdm(map(extract_one, *arguments), **bar))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(_extract_job, jobs, chunksize=max(1, len(paths) // (8 * workers))), **bar))
-
-
-def _extract_job(job: list) -> str | None:
-    return extract_one(*job)
+        return list(tqdm(pool.map(extract_one, *arguments, chunksize=max(1, len(paths) // (8 * workers))), **bar))
 
 
 def extract_one(path: Path, key: str, feature_set: str, cache_dir: Path) -> str | None:
@@ -327,9 +321,8 @@ def _without(rows: SplitRows, dropped: set[int], split: str) -> SplitRows:
             ids.append(dialogue_id)
     if not order:
         raise AudioError(f"every utterance of split {split!r} has unusable audio; nothing is left to build from")
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return SplitRows(rows.path, rows.texts, rows.labels, rows.speakers, rows.lines,
-                     np.array(order, dtype=np.int64), ids, offsets)
+    return replace(rows, order=np.array(order, dtype=np.int64), dialogue_ids=ids,
+                   offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
 
 # --- text and visual features, standardisation ---------------------------------------------------------------
@@ -439,7 +432,7 @@ def _source_record(csv_dir: Path, layout: Layout, corpus: Corpus, audio_features
             "versions": {p: _version(p) for p in ("opensmile", "soundfile", "numpy", "scipy")},
         },
         "visual": {"column": visual_column, "standardised": "train mean/std"} if visual_column else None,
-        "skipped": [asdict(s) for s in skipped],
+        "skipped": [dict(asdict(s), audio=str(s.audio)) for s in skipped],
         "files": {split: file_record(path) for split, path in split_paths(csv_dir, layout).items()},
     }
 
@@ -480,8 +473,7 @@ def main(argv=None) -> Built:
     args = build_parser().parse_args(argv)
     layout = layout_from_args(args)
     out = Path(args.out)
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise SystemExit(f"error: --out {out} exists and is not a corpus folder; name a new folder")
+    check_replaceable(out)  # before the extraction, which may take hours
     built = build_conversation_corpus(
         args.csv_dir, layout, audio_column=args.audio_column, audio_dir=args.audio_dir,
         visual_column=args.visual_column, audio_features=args.audio_features, text_model=args.text_model,

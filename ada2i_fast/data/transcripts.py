@@ -32,7 +32,7 @@ import numpy as np
 
 from ..cli import user_errors_as_one_line
 from ..datasets import DATASETS, SPLITS, TEXT_DIM
-from .cache import MANIFEST, file_record, write_cache
+from .cache import check_replaceable, file_record, write_cache
 from .corpus import Corpus, Split
 from .memory import check_fits_in_memory, corpus_bytes
 
@@ -388,8 +388,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     layout = layout_from_args(args)
     out = Path(args.out)
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise SystemExit(f"error: --out {out} exists and is not a corpus folder; name a new folder")
+    check_replaceable(out)
     corpus = build_transcript_corpus(
         args.csv_dir, layout, text_dim=args.text_dim, embeddings=args.embeddings, seed=args.seed,
         max_field_chars=args.max_field_chars, max_dialogue_length=args.max_dialogue_length,
