@@ -110,7 +110,7 @@ def test_a_rebuild_after_an_interruption_extracts_only_what_is_missing(small, mo
     monkeypatch.setattr(conversations, "extract_one", interrupted_after_five)
     with pytest.raises(KeyboardInterrupt):
         _build(small)
-    assert len(list((small / "features").glob("*.npy"))) == 5
+    assert len(list((small / "features").glob("*.npz"))) == 5
 
     monkeypatch.setattr(conversations, "extract_one", lambda path, *args: extracted.append(path) or real(path, *args))
     first = _build(small).corpus
@@ -120,6 +120,20 @@ def test_a_rebuild_after_an_interruption_extracts_only_what_is_missing(small, mo
     again = _build(small).corpus
     assert extracted == []
     np.testing.assert_array_equal(again.splits["test"].features["a"], first.splits["test"].features["a"])
+
+
+def test_a_damaged_or_edited_cache_file_is_one_error_naming_it(small):
+    _build(small)
+    first, second = sorted((small / "features").glob("*.npz"))[:2]
+    first.write_bytes(first.read_bytes()[:40])
+    with pytest.raises(AudioError, match=rf"damaged feature cache file {first} .*delete it and build again"):
+        _build(small)
+    first.unlink()
+    with np.load(second) as saved:
+        vector, digest = saved["features"], saved["sha256"]
+    np.savez(second, features=vector + 1, sha256=digest)
+    with pytest.raises(AudioError, match=rf"feature cache file {second} differs from the checksum written with it"):
+        _build(small)
 
 
 def test_visual_vectors_are_read_per_utterance_and_standardised_with_train(small):

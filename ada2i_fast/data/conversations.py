@@ -20,7 +20,7 @@ goes with it) and listed: printed and recorded in the manifest's ``source.skippe
 
 Audio features are openSMILE functionals, eGeMAPSv02 (88) by default or ``--audio-features
 ComParE_2016`` (6373), extracted by a process pool over ``--workers`` cores (default: all) with a
-progress bar. Each file's features are cached in ``--feature-cache`` (default: ``PATH.features``
+progress bar. Each file's features are cached in ``--feature-cache`` (each vector with its sha256, verified when read; default: ``PATH.features``
 beside the corpus, which ``write_cache`` replaces whole) under a key of the file's sha256 and the
 feature set; written atomically, so a rerun after an interruption extracts only what is missing.
 ``--visual-column NAME``: a ``.npy`` vector per row (relative to ``--csv-dir``). Audio and visual
@@ -40,6 +40,7 @@ import itertools
 import os
 import shutil
 import subprocess
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
@@ -68,7 +69,7 @@ MIN_SAMPLE_RATE = 8_000  # below this the feature sets' frequency bands are miss
 MIN_SECONDS = 0.1
 SILENCE_PEAK = 1e-4  # a peak under this (-80 dBFS) is a silent file
 DIRECT_SUFFIXES = (".wav", ".flac")  # read by soundfile; anything else goes through ffmpeg
-CACHE_VERSION = 1  # part of every cache key: bump when extraction changes
+CACHE_VERSION = 2  # part of every cache key: bump when extraction or the cache file changes
 
 
 class AudioError(ValueError):
@@ -236,9 +237,9 @@ def extract_audio_features(utterances: list[Utterance], feature_set: str, cache_
     Files already in ``cache_dir`` are read from it; the others are extracted by ``workers``
     processes (1: in this process), each result cached as soon as it is made."""
     keys = {u.audio: cache_key(u.audio, feature_set) for u in utterances}
-    todo = [path for path, key in keys.items() if not (cache_dir / f"{key}.npy").is_file()]
+    todo = [path for path, key in keys.items() if not cached_file(cache_dir, key).is_file()]
     reasons = dict(zip(todo, _run_extraction(todo, [keys[p] for p in todo], feature_set, cache_dir, workers)))
-    features = {path: np.load(cache_dir / f"{key}.npy", allow_pickle=False)
+    features = {path: _read_cached(cached_file(cache_dir, key), FEATURE_SETS[feature_set])
                 for path, key in keys.items() if reasons.get(path) is None}
     skipped = [Skipped(**asdict(u), reason=reasons[u.audio]) for u in utterances if reasons.get(u.audio) is not None]
     return features, skipped
@@ -284,9 +285,30 @@ def extract_one(path: Path, key: str, feature_set: str, cache_dir: Path) -> str 
     vector = features.to_numpy(dtype=np.float32).reshape(-1)
     if not np.isfinite(vector).all():
         return "openSMILE gave non-finite features"
-    with atomic_open(cache_dir / f"{key}.npy") as handle:
-        np.save(handle, vector, allow_pickle=False)
+    with atomic_open(cached_file(cache_dir, key)) as handle:
+        np.savez(handle, features=vector, sha256=np.array(_digest(vector)))
     return None
+
+
+def cached_file(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"{key}.npz"
+
+
+def _digest(vector: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(vector).tobytes()).hexdigest()
+
+
+def _read_cached(path: Path, dim: int) -> np.ndarray:
+    """A cached feature vector, checked against the checksum written with it."""
+    advice = "delete it and build again (only that file is extracted again)"
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            vector, digest = saved["features"], str(saved["sha256"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise AudioError(f"damaged feature cache file {path} ({error}); {advice}") from None
+    if vector.shape != (dim,) or digest != _digest(vector):
+        raise AudioError(f"feature cache file {path} differs from the checksum written with it; {advice}")
+    return vector
 
 
 _SMILES: dict = {}  # one openSMILE extractor per feature set and process
