@@ -20,9 +20,10 @@ goes with it) and listed: printed and recorded in the manifest's ``source.skippe
 
 Audio features are openSMILE functionals, eGeMAPSv02 (88) by default or ``--audio-features
 ComParE_2016`` (6373), extracted by a process pool over ``--workers`` cores (default: all) with a
-progress bar. Each file's features are cached in ``--feature-cache`` (each vector with its sha256, verified when read; default: ``PATH.features``
+progress bar. Each file's features are cached in ``--feature-cache`` (default: ``PATH.features``
 beside the corpus, which ``write_cache`` replaces whole) under a key of the file's sha256 and the
-feature set; written atomically, so a rerun after an interruption extracts only what is missing.
+feature set, each vector with its own sha256, verified when read; written atomically, so a rerun
+after an interruption extracts only what is missing.
 ``--visual-column NAME``: a ``.npy`` vector per row (relative to ``--csv-dir``). Audio and visual
 features are standardised with the train split's mean and std.
 
