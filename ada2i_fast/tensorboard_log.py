@@ -3,9 +3,9 @@ only; a sweep's trials each write their own), beside metrics.jsonl, which stays 
 
 Per step (x: the step of the whole run): ``train/loss_per_step`` and each modality's ``rho/<m>`` and
 ``k/<m>`` (the coefficient the step computes; it is applied from the recipe's modulation epoch on).
-Per epoch: train and dev loss, dev accuracy and weighted F1, each modality's own dev weighted F1 (``dev/unimodal_weighted_f1/<m>``), the learning rate, throughput
-(``throughput/utterances_per_second``, ``throughput/seconds_per_step``) and the dev confusion matrix
-as an image; at the end, the test scores and confusion matrix of the best-dev model. Step values are
+Per epoch: train and dev loss, dev accuracy and weighted F1, each modality's own dev weighted F1
+(``dev/unimodal_weighted_f1/<m>``), the learning rate, throughput (``throughput/utterances_per_second``,
+``throughput/seconds_per_step``) and the dev confusion matrix as an image; at the end, the test scores and confusion matrix of the best-dev model. Step values are
 kept on the device and read once per epoch, so logging adds no synchronisation inside an epoch.
 """
 
