@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from roofline import machine_name
+
 DRY_SKIPS = (
     "compiled Triton kernels (no CUDA device: the kernel tests ran under Triton's interpreter)",
     "bf16 training on a GPU (the two-epoch run used the CPU in fp32 at size 0.05)",
@@ -55,8 +57,7 @@ def environment() -> dict:
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    return dict(device=device, torch=torch.__version__, triton=triton_version, python=platform.python_version(),
+    return dict(device=machine_name(), torch=torch.__version__, triton=triton_version, python=platform.python_version(),
                 cuda=torch.version.cuda)
 
 

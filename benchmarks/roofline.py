@@ -26,6 +26,7 @@ Both run the callable once (use it as the warm-up: it does whatever one step doe
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Iterable
 
 import torch
@@ -66,6 +67,18 @@ def record_limit(benchmark, cost: Cost, dtype: torch.dtype) -> None:
 
 def _device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def machine_name() -> str:
+    """The CUDA device's name, else the CPU's model name and core count (for result files)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "CPU"
+    return f"{model}, {len(os.sched_getaffinity(0))} cores"
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:

@@ -184,12 +184,9 @@ def main(argv=None) -> None:
         return
     if args.out is None:
         parser.error("--out is required")
-    import platform
+    from roofline import machine_name
 
-    import torch
-
-    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.processor() or 'CPU'}, " \
-        f"{os.cpu_count()} cores"
+    machine = machine_name()
     results = run(args.ways, args.smoke, args.timeout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(dict(machine=machine, results=results), indent=1) + "\n")
