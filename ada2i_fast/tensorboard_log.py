@@ -28,11 +28,10 @@ class TensorBoardLog:
             raise ValueError('--tensorboard needs the tensorboard package: pip install "ada2i-fast[tensorboard]"') from None
         self.writer = SummaryWriter(str(out / FOLDER))
         self.modalities, self.classes = modalities, classes
-        self.steps: list[tuple[int, torch.Tensor]] = []  # (run step, [loss, rho..., k...]) not yet written
+        self.steps: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (run step, loss, rho, k)
 
     def add_step(self, step: int, logs: dict) -> None:
-        values = torch.cat([logs["loss"].detach().reshape(1), logs["ratios"].detach(), logs["coefficients"].detach()])
-        self.steps.append((step, values))
+        self.steps.append((step, logs["loss"].detach(), logs["ratios"].detach(), logs["coefficients"].detach()))
 
     def add_epoch(self, record: dict, dev, *, steps: int) -> None:
         """The epoch's steps and its record (``Trainer.epoch_record``); ``dev`` is its dev evaluation,
@@ -65,13 +64,13 @@ class TensorBoardLog:
     def _write_steps(self) -> None:
         if not self.steps:
             return
-        rows = torch.stack([values for _, values in self.steps]).float().cpu().tolist()
-        m = len(self.modalities)
-        for (step, _), (loss, *rest) in zip(self.steps, rows):
+        steps, *values = zip(*self.steps)
+        losses, ratios, coefficients = (torch.stack(v).float().cpu().tolist() for v in values)
+        for step, loss, rho, k in zip(steps, losses, ratios, coefficients):
             self.writer.add_scalar("train/loss_per_step", loss, step)
-            for i, modality in enumerate(self.modalities):
-                self.writer.add_scalar(f"rho/{modality}", rest[i], step)
-                self.writer.add_scalar(f"k/{modality}", rest[m + i], step)
+            for modality, rho_m, k_m in zip(self.modalities, rho, k):
+                self.writer.add_scalar(f"rho/{modality}", rho_m, step)
+                self.writer.add_scalar(f"k/{modality}", k_m, step)
         self.steps = []
 
     def _confusion(self, evaluation, title: str):
