@@ -12,8 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from .config import Semantics
-from .dropout import UniformDropout
+from .dropout import Dropout
 from .kernels import tensor_ring
+from .rows import real_rows
 
 
 def _linear_init_(weight: Tensor, bias: Tensor) -> None:
@@ -69,7 +70,7 @@ class AFWLayer(nn.Module):
         rows = h.reshape(m, b * t, hidden)
         target = (a if semantics.feature_target == "attention" else y).reshape(m, b * t, hidden)
         if semantics.feature_rows == "real":
-            rows, target = rows.index_select(1, flat_index), target.index_select(1, flat_index)
+            rows, target = real_rows(rows, flat_index, 1), real_rows(target, flat_index, 1)
         mapped = torch.baddbmm(self.map_bias.unsqueeze(1), rows, self.map_weight.transpose(1, 2))
         return y, (mapped - target).abs().mean()  # the mean over modalities too (SPEC §2)
 
@@ -82,7 +83,7 @@ class AFW(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(AFWLayer(n_modalities, hidden, rank, beta, semantics) for _ in range(n_layers))
-        self.dropout = UniformDropout(drop_rate)
+        self.dropout = Dropout(drop_rate)
 
     def forward(self, h: Tensor, mask: Tensor, flat_index: Tensor) -> tuple[Tensor, Tensor]:
         feature_loss = h.new_zeros(())

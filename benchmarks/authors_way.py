@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ada2i_fast import Ada2I, Ada2IConfig, Batch, TrainConfig, use_backend
-from ada2i_fast.dropout import UniformDropout
+from ada2i_fast.dropout import Dropout
 from ada2i_fast.encoders import TransformerEncoder
 
 
@@ -26,7 +26,7 @@ def authors_model(config: Ada2IConfig) -> Ada2I:
     model = Ada2I(config)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, UniformDropout):
+            if isinstance(child, Dropout):
                 setattr(parent, name, nn.Dropout(child.p))
         if isinstance(parent, TransformerEncoder):
             parent.forward = types.MethodType(_padded_encoder_forward, parent)

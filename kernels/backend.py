@@ -1,8 +1,11 @@
-"""Which implementation of the fused ops runs: Triton, factored torch, or the literal oracle.
+"""Which implementation of the fused ops runs: Triton, the native CPU kernels, factored torch, or
+the literal oracle.
 
-``auto`` (the default) picks Triton for CUDA tensors and the factored torch path otherwise.
-Forcing ``triton`` on CPU tensors only works under ``TRITON_INTERPRET=1`` (set before triton
-is imported); that is how the kernels are tested without a GPU.
+``auto`` (the default) picks Triton for CUDA tensors, and on the CPU the native C kernels
+(``cpu_native``) for the ops that have them, else the factored torch path. ``native`` on a
+machine without a C compiler, or for an op without a C kernel, runs the torch path. Forcing
+``triton`` on CPU tensors only works under ``TRITON_INTERPRET=1`` (set before triton is imported);
+that is how the kernels are tested without a GPU.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Iterator
 
 import torch
 
+from . import cpu_native
+
 try:
     import triton
     import triton.language as tl
@@ -26,13 +31,13 @@ except Exception as error:  # a broken install raises more than ImportError
     triton = SimpleNamespace(jit=lambda fn: fn)
     tl = SimpleNamespace(constexpr=lambda value: value)
 
-BACKENDS = ("auto", "triton", "torch", "literal")
+BACKENDS = ("auto", "triton", "native", "torch", "literal")
 
 _state = {"backend": "auto"}
 
 
 def set_backend(name: str) -> None:
-    """Force one implementation for every fused op: ``"auto" | "triton" | "torch" | "literal"``."""
+    """Force one implementation for every fused op: ``"auto" | "triton" | "native" | "torch" | "literal"``."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
     _state["backend"] = name
@@ -68,10 +73,13 @@ def triton_available() -> bool:
 
 
 def resolve(device: torch.device) -> str:
-    """The concrete implementation (``triton``, ``torch`` or ``literal``) for tensors on ``device``."""
+    """The concrete implementation (``triton``, ``native``, ``torch`` or ``literal``) for tensors on
+    ``device``; an op without a native kernel runs ``torch`` for ``native``."""
     backend = get_backend()
     if backend == "auto":
-        backend = "triton" if device.type == "cuda" else "torch"
+        backend = "triton" if device.type == "cuda" else "native"
     if backend == "triton" and not triton_available():
+        return "torch"
+    if backend == "native" and (device.type != "cpu" or not cpu_native.available()):
         return "torch"
     return backend

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .backend import resolve, tl, triton
+from .modulation_native import modulate_gradients_native, takes as takes_native
 from .modulation_torch import NOISE_EPS, modulate_gradients_torch
 
 
@@ -162,7 +163,10 @@ def modulate_gradients(
     """Scale each gradient by its modality's coefficient and optionally add std-matched noise, in place."""
     if not grads:
         return
-    if resolve(grads[0].device) == "triton":
+    impl = resolve(grads[0].device)
+    if impl == "triton":
         _modulate_gradients_triton(grads, modality, coefficients, noise, generator)
+    elif impl == "native" and takes_native(grads):
+        modulate_gradients_native(grads, modality, coefficients, noise, generator)
     else:
         modulate_gradients_torch(grads, modality, coefficients, noise, generator)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ada2i_fast import Ada2I
 from ada2i_fast.balance import apply_modulation, disparity_ratios, modulation_coefficients
-from ada2i_fast.kernels import modulation_torch
+from ada2i_fast.kernels import backend, modulation_torch
 from ada2i_fast.step import train_step
 from conftest import random_batch, tiny_config, tiny_step_inputs
 
@@ -71,8 +71,10 @@ def test_noise_has_the_std_of_the_scaled_gradient():
 
 @pytest.mark.parametrize("modulate", [False, True])
 def test_training_step_never_syncs_with_the_host(no_host_sync, modulate, monkeypatch):
-    # The CPU's parallel noise draw reads its base seed from a CPU tensor; a device draws in one stream.
+    # The torch paths, as a device runs them: the native CPU kernels and the CPU's parallel noise draw
+    # read their seeds and coefficients from CPU tensors, which waits for nothing.
     monkeypatch.setattr(modulation_torch, "draws_in_streams", lambda device: False)
+    monkeypatch.setattr(backend, "_state", {"backend": "torch"})
     model, recipe, optimizer, batch = tiny_step_inputs()
     generator = torch.Generator().manual_seed(0)
     before = [p.detach().clone() for p in model.parameters()]

@@ -9,11 +9,15 @@ import torch
 
 from ada2i_fast.kernels import modulate_gradients, use_backend
 from ada2i_fast.kernels.modulation import _multi_tensor, _scaled_stds
+from ada2i_fast.kernels.modulation_native import modulate_gradients_native
 from ada2i_fast.kernels import modulation_torch
 from ada2i_fast.kernels.modulation_torch import NOISE_EPS, unbiased_stds
+from ada2i_fast.kernels import cpu_native
 from conftest import KERNEL_DEVICE
 
-BACKENDS = ["torch", "triton"]
+needs_native = pytest.mark.skipif(not cpu_native.available(), reason="no C compiler for the native kernels")
+
+BACKENDS = ["torch", "triton", "native"]  # native: the C kernel on the CPU; elsewhere it runs the torch twin
 # odd sizes within one chunk and spanning several (chunks are 2048 elements), a 3-d tensor
 SHAPES = [(33, 7), (9001,), (3, 4, 5), (2, 4096), (17,)]
 MODALITY = [0, 1, 2, 1, 0]
@@ -41,7 +45,7 @@ def test_scaling_without_noise_is_exact(backend, dtype):
     out = _modulated(backend, grads, MODALITY, coefficients, noise=False)
     for g, o, m in zip(grads, out, MODALITY):
         # the twin multiplies in the gradient's dtype, the kernel in fp32 and rounds once
-        want = g * coefficients.to(dtype)[m] if backend == "torch" else (g.float() * coefficients[m]).to(dtype)
+        want = (g.float() * coefficients[m]).to(dtype) if backend == "triton" else g * coefficients.to(dtype)[m]
         assert torch.equal(o, want)
 
 
@@ -71,6 +75,8 @@ def test_stds_of_ill_conditioned_gradients_match_float64(backend, mean, std):
     grads32 = [g.float() for g in grads]
     if backend == "torch":
         found = torch.stack(unbiased_stds(grads32)).double()
+    elif backend == "native":
+        found = modulate_gradients_native(grads32, [0, 1], torch.ones(2), True, None).double()
     else:
         common, layout = _multi_tensor(grads32, [0, 1], torch.ones(2))
         found = _scaled_stds(common, layout).double()
@@ -99,7 +105,7 @@ def _assert_noise_distribution(noise: torch.Tensor, sigma: float):
 
 
 @pytest.mark.kernel_device
-@pytest.mark.parametrize("backend, numel", [("torch", 1_200_000), ("triton", 300_000)])
+@pytest.mark.parametrize("backend, numel", [("torch", 1_200_000), ("triton", 300_000), ("native", 1_200_000)])
 def test_noise_is_zero_mean_with_the_std_of_each_scaled_gradient(backend, numel):
     gen = torch.Generator().manual_seed(3)
     # two tensors of different spread and a non-zero mean: each gets noise matched to its own std
@@ -126,11 +132,12 @@ def test_same_seed_same_noise_different_seed_different_noise(backend):
 
 
 @pytest.mark.kernel_device
-def test_triton_noise_is_independent_across_tensors():
-    # equal gradients in two tensors must not receive the same noise (distinct Philox counters)
+@pytest.mark.parametrize("backend", ["triton", "native"])
+def test_noise_is_independent_across_tensors(backend):
+    # equal gradients in two tensors must not receive the same noise (distinct counters)
     n = 5000
     g = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(KERNEL_DEVICE)
-    a, b = _modulated("triton", [g, g], [0, 0], torch.ones(1, device=KERNEL_DEVICE), noise=True, seed=1)
+    a, b = _modulated(backend, [g, g], [0, 0], torch.ones(1, device=KERNEL_DEVICE), noise=True, seed=1)
     noise_a, noise_b = (a - g).double(), (b - g).double()
     # uncorrelated: the sample correlation of independent draws has standard error 1/sqrt(n)
     correlation = torch.corrcoef(torch.stack([noise_a, noise_b]))[0, 1].item()
@@ -139,7 +146,7 @@ def test_triton_noise_is_independent_across_tensors():
         _assert_noise_distribution(noise, g.std().item() + NOISE_EPS)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["torch", "triton"])  # the native kernel reads CPU values, waiting for nothing
 def test_no_host_sync_inside_the_op(backend, monkeypatch):
     # The CPU's parallel noise draw reads its base seed from a CPU tensor; what runs on a device
     # is the single-generator draw, checked here on the CPU.
@@ -250,3 +257,47 @@ def test_cpu_stream_noise_works_in_a_forked_child_after_the_parent_used_it():
     if child.is_alive():
         child.kill()
     assert child.exitcode == 0
+
+
+def _native_noise(grads, seed, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = _modulated("native", grads, [0] * len(grads), torch.ones(1), noise=True, seed=seed)
+    finally:
+        torch.set_num_threads(before)
+    return [(o - g).double() for o, g in zip(out, grads)]
+
+
+@needs_native
+def test_native_noise_is_normal_by_moments_and_ks_and_uncorrelated_across_chunks_and_blocks():
+    n = 400_003  # 13 statistics chunks of 32768 elements, blocks of 1024, groups of 4 (none of them whole here)
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(n, generator=gen) * 3.0 + 2.0, torch.randn(n // 3 + 17, generator=gen) * 0.01]
+    noises = _native_noise(grads, 7, 2)
+    for g, noise in zip(grads, noises):
+        sigma = g.std().item() + NOISE_EPS
+        _assert_noise_distribution(noise, sigma)
+        assert _ks_statistic(noise / sigma) < 1.95 / math.sqrt(noise.numel())
+    standard = noises[0] / noises[0].std()
+    for span in (4, 1024, 32768):  # one generator call, one block, one chunk
+        pieces = standard[: 2 * span].view(2, span)
+        assert abs(torch.corrcoef(pieces)[0, 1].item()) < 6 / math.sqrt(span)
+    lag_one = (standard[:-1] * standard[1:]).mean().item()  # the two normals of a Box-Muller pair
+    assert abs(lag_one) < 6 / math.sqrt(n)
+
+
+@needs_native
+def test_native_noise_does_not_depend_on_the_thread_count():
+    grads = _grads(shapes=[(90001,), (33, 7), (50000,)])
+    one, two, other_seed = _native_noise(grads, 3, 1), _native_noise(grads, 3, 2), _native_noise(grads, 4, 2)
+    for a, b, c in zip(one, two, other_seed):
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@needs_native
+def test_native_takes_only_contiguous_float32_and_leaves_the_rest_to_the_twin():
+    grads = [torch.randn(8, 6).t(), torch.randn(5, dtype=torch.float16)]
+    scaled = _modulated("native", grads, [0, 0], torch.tensor([0.5]), noise=False)
+    for g, found in zip(grads, scaled):
+        assert torch.equal(found, g * torch.tensor(0.5, dtype=g.dtype))
