@@ -9,7 +9,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .batch import Batch
 from .config import Ada2IConfig
-from .dropout import UniformDropout
+from .dropout import Dropout
+from .kernels.attention import attention
+from .kernels.dropout import dropout
+from .rows import padded_grid, real_rows
 
 
 def attention_heads(dim: int) -> int:
@@ -36,7 +39,7 @@ class TransformerEncoder(nn.Module):
             batch_first=True,
         )
         # The residual and feed-forward dropouts; attention-weight dropout stays inside self_attn.
-        layer.dropout, layer.dropout1, layer.dropout2 = (UniformDropout(config.drop_rate) for _ in range(3))
+        layer.dropout, layer.dropout1, layer.dropout2 = (Dropout(config.drop_rate) for _ in range(3))
         self.transformer_encoder = nn.TransformerEncoder(
             layer, num_layers=config.encoder_nlayers, enable_nested_tensor=False
         )
@@ -50,24 +53,22 @@ class TransformerEncoder(nn.Module):
         rows = x.reshape(b * t, d).index_select(0, flat_index)
         for layer in self.transformer_encoder.layers:
             rows = _packed_post_norm_layer(layer, rows, mask, flat_index)
-        out = self.lin_out(rows)
-        return out.new_zeros(b * t, out.shape[-1]).index_copy(0, flat_index, out).view(b, t, -1)
+        return padded_grid(self.lin_out(rows), flat_index, b * t).view(b, t, -1)
 
 
 def _packed_post_norm_layer(layer: nn.TransformerEncoderLayer, rows: Tensor, mask: Tensor, flat_index: Tensor) -> Tensor:
-    """``layer`` (post-norm, batch-first) on the real rows [N, d] of the [B, T] grid ``mask``, padded keys masked."""
+    """``layer`` (post-norm, batch-first, ReLU) on the real rows [N, d] of the [B, T] grid ``mask``,
+    padded keys masked; each dropout fused with the ReLU before it or the residual add after it."""
     b, t = mask.shape
-    attn = layer.self_attn
+    attn, training = layer.self_attn, layer.training
     d, heads = attn.embed_dim, attn.num_heads
     qkv = F.linear(rows, attn.in_proj_weight, attn.in_proj_bias)
-    grid = qkv.new_zeros(b * t, 3 * d).index_copy(0, flat_index, qkv)
-    q, k, v = grid.view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
-    context = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask[:, None, None, :], dropout_p=attn.dropout if layer.training else 0.0
-    )
-    context = context.transpose(1, 2).reshape(b * t, d).index_select(0, flat_index)
-    rows = layer.norm1(rows + layer.dropout1(attn.out_proj(context)))
-    return layer.norm2(rows + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(rows))))))
+    q, k, v = padded_grid(qkv, flat_index, b * t).view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+    context = attention(q, k, v, mask, attn.dropout if training else 0.0)
+    context = real_rows(context.transpose(1, 2).reshape(b * t, d), flat_index)
+    rows = layer.norm1(dropout(attn.out_proj(context), layer.dropout1.p, training=training, residual=rows))
+    hidden = dropout(layer.linear1(rows), layer.dropout.p, training=training, relu=True)
+    return layer.norm2(dropout(layer.linear2(hidden), layer.dropout2.p, training=training, residual=rows))
 
 
 class LSTMEncoder(nn.Module):

@@ -5,6 +5,7 @@ import torch
 
 from ada2i_fast import Ada2I
 from ada2i_fast.encoders import TransformerEncoder
+from ada2i_fast.rows import padded_grid, real_rows
 from conftest import random_batch, tiny_config
 
 LAYOUTS = [[7], [5, 2, 7, 1], [1, 1], [3, 9, 6, 9]]
@@ -91,3 +92,20 @@ def test_bf16_predict_reuses_cast_weights_exactly_as_autocast_and_notices_change
     assert torch.equal(changed, _autocast_probabilities(model, batch)) and not torch.equal(changed, first)
     model.load_state_dict(Ada2I(config).state_dict())  # replaced
     assert torch.equal(model.predict(batch, precision="bf16").probabilities, _autocast_probabilities(model, batch))
+
+
+def test_real_rows_and_padded_grid_move_rows_and_gradients_without_accumulating():
+    grid = torch.randn(2, 6, 3, requires_grad=True)
+    index = torch.tensor([0, 2, 3, 5])
+    rows = real_rows(grid, index, 1)
+    torch.testing.assert_close(rows, grid.index_select(1, index))
+    weights = torch.randn(rows.shape)
+    (rows * weights).sum().backward()
+    expected = torch.zeros(2, 6, 3)
+    expected[:, index] = weights
+    assert torch.equal(grid.grad, expected)
+    packed = torch.randn(4, 3, requires_grad=True)
+    padded = padded_grid(packed, index, 6)
+    assert torch.equal(padded[index], packed.detach()) and not padded[[1, 4]].any()
+    padded.sum().backward()
+    assert torch.equal(packed.grad, torch.ones(4, 3))
