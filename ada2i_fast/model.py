@@ -12,11 +12,13 @@ from torch.func import functional_call
 from .afw import AFW
 from .amw import ClassifierHead
 from .batch import Batch
+from .bf16_weights import Bf16Weights, matmul_weights
 from .config import Ada2IConfig
 from .devices import resolve_precision
 from .encoders import build_encoder, encode_all
 from .modalities import in_order
 from .pretrained import load_pretrained, push_to_hub, save_pretrained
+from .rows import real_rows
 
 
 @dataclass
@@ -47,14 +49,6 @@ class Prediction:
     bias: Tensor | None = None  # [C], shared by every utterance
 
 
-def _matmul_weights(module: nn.Module) -> list[tuple[str, Tensor]]:
-    if isinstance(module, nn.Linear):
-        return [("weight", module.weight)]
-    if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
-        return [("in_proj_weight", module.in_proj_weight)]
-    return []
-
-
 def total_loss(terms: dict[str, Tensor]) -> Tensor:
     """The sum of :meth:`Ada2I.loss_terms`."""
     return torch.stack(list(terms.values())).sum()
@@ -78,7 +72,7 @@ class Ada2I(nn.Module):
             config.semantics,
         )
         self.head = ClassifierHead(config)
-        self._bf16_cache: tuple[tuple, dict[str, Tensor]] | None = None  # see _bf16_encoder_matrices
+        self._bf16_weights = Bf16Weights(matmul_weights(self))
 
     def restricted_to(self, modalities: str) -> "Ada2I":
         """A copy of this model that uses only ``modalities`` (a subset of its own): the other
@@ -110,6 +104,12 @@ class Ada2I(nn.Module):
         restricted.load_state_dict(state)
         return restricted.train(self.training)
 
+    @property
+    def bf16_weights(self) -> Bf16Weights:
+        """The bfloat16 copies of the weights that only matmuls read (``bf16_weights``), for the
+        model's current parameters."""
+        return self._bf16_weights.following(matmul_weights(self))
+
     def encoder_parameters(self) -> list[list[nn.Parameter]]:
         """Encoder parameters grouped by modality, in modality order (what gradient modulation touches)."""
         return [list(encoder.parameters()) for encoder in self.encoders.values()]
@@ -135,7 +135,7 @@ class Ada2I(nn.Module):
         h = encode_all(self.encoders, batch)
         h, feature_loss = self.afw(h, batch.mask, batch.flat_index)
         m, b, t, hidden = h.shape
-        z = h.reshape(m, b * t, hidden).index_select(1, batch.flat_index)
+        z = real_rows(h.reshape(m, b * t, hidden), batch.flat_index, 1)
         labels = batch.flat_labels() if batch.labels is not None else None
         fused, unimodal, scores = self.head(z, labels)
         return Ada2IOutput(F.log_softmax(fused, dim=-1), unimodal, feature_loss, labels, scores)
@@ -171,8 +171,8 @@ class Ada2I(nn.Module):
 
         ``precision``: ``"bf16"`` runs the forward pass under bfloat16 autocast, ``"auto"`` picks it
         where the device has bfloat16 arithmetic (``devices.resolve_precision``); outputs are float32.
-        In bf16 the encoders' weight matrices, which autocast would cast on every call, are cast once
-        and kept (half the encoders' size) for later bf16 predictions until a weight changes.
+        In bf16 the weights autocast would cast on every call are read from :attr:`bf16_weights`,
+        cast once and kept until a weight changes.
         """
         bf16 = resolve_precision(precision, batch.device) == "bf16"
         head_inputs = []
@@ -182,7 +182,7 @@ class Ada2I(nn.Module):
         self.eval()
         try:
             with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
-                output = functional_call(self, self._bf16_encoder_matrices(), (batch,)) if bf16 else self(batch)
+                output = functional_call(self, self.bf16_weights.current(), (batch,)) if bf16 else self(batch)
                 probabilities = output.log_probs.float().exp()
                 contributions = self.head.contributions(head_inputs[0]).float().transpose(0, 1)
         finally:
@@ -190,19 +190,6 @@ class Ada2I(nn.Module):
             hook.remove()
         bias = self.head.fc_out.bias.detach().clone()
         return Prediction(probabilities.argmax(-1), probabilities, batch.lengths, contributions, bias)
-
-    def _bf16_encoder_matrices(self) -> dict[str, Tensor]:
-        """bfloat16 copies of the weights the encoders only feed to matmuls (Linear weights and attention
-        input projections), exactly what autocast casts them to; rebuilt when one is changed or moved."""
-        matrices = {
-            f"{module_name}.{name}": weight
-            for module_name, module in self.encoders.named_modules(prefix="encoders")
-            for name, weight in _matmul_weights(module)
-        }
-        stamp = tuple((w.data_ptr(), w.device, w._version) for w in matrices.values())
-        if self._bf16_cache is None or self._bf16_cache[0] != stamp:
-            self._bf16_cache = (stamp, {name: w.detach().to(torch.bfloat16) for name, w in matrices.items()})
-        return self._bf16_cache[1]
 
     def save_pretrained(self, folder, metadata: dict | None = None):
         """Write ``config.json`` + ``model.safetensors`` into ``folder`` (Hugging Face's layout; see
