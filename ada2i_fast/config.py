@@ -105,8 +105,10 @@ class Ada2IConfig(_Config):
     """The model's hyperparameters (SPEC §2): what a checkpoint's weights mean. The defaults are the
     iemocap preset; ``Ada2IConfig.preset("meld")`` gives another dataset's."""
 
-    modalities: str = setting(ORDER, role="model", help="which modalities the model uses, a subset of atv in any "
-                              "order, e.g. ta (default: those of atv the data has)")
+    modalities: str = setting(ORDER, role="model", help="which modalities the model uses, e.g. at (default: those "
+                              "of atv the data has). The order is kept and is the order of the AFW chain products "
+                              "(SPEC §2): with three modalities another order (avt) is another model; with two, ta "
+                              "is at with another random initialisation. Defaults, hints and sweeps use atv's order")
     input_dims: dict[str, int] = setting(role="data", help="feature dim per modality",
                                          default_factory=lambda: dict(dataset_spec("iemocap").dims))
     num_classes: int = setting(6, role="data", help="number of classes")

@@ -2,7 +2,7 @@
 
     python -m ada2i_fast.data.conversations --csv-dir DIR --layout meld --audio-dir AUDIO --out PATH
     python -m ada2i_fast.data.conversations --csv-dir DIR --layout generic --audio-column wav --out PATH
-    python -m ada2i_fast.train --dataset meld --data PATH --modalities ta
+    python -m ada2i_fast.train --dataset meld --data PATH --modalities at
 
 Transcripts: the CSV layouts and flags of ``data.transcripts`` (read by its code). Audio, one file
 per CSV row:
