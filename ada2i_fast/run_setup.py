@@ -91,7 +91,8 @@ def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2ICo
     if missing:
         raise ValueError(f"the data has no modality {missing[0]!r} (it has {corpus.modalities!r})")
     model_config = model_config.replace(
-        input_dims={m: corpus.dims[m] for m in model_config.modalities}, num_classes=len(corpus.classes)
+        input_dims={m: corpus.dims[m] for m in model_config.modalities}, num_classes=len(corpus.classes),
+        class_names=tuple(corpus.classes),
     )
     return model_config, recipe_from_args(args)
 
