@@ -6,8 +6,9 @@
     pipeline([["I got the job!", "No way! Congratulations!"], ["Where were you?"]])   # dialogues of texts
     pipeline.predict_csv("new_episode.csv")      # a transcript CSV in the corpus's layout
 
-The featuriser (``data.featuriser``) computes exactly the features the corpus holds: TF-IDF→SVD or the
-sentence model for the text, openSMILE and the train split's standardisation for the audio. It comes
+The featuriser (``data.featuriser``) computes the features the corpus holds for the same utterances
+(TF-IDF→SVD to float32 rounding, or the sentence model, for the text; openSMILE and the train split's
+standardisation for the audio). It comes
 from the model folder (a finished run's ``model/`` carries a copy), else from the corpus the model
 records; a model without one (a legacy pickle's, a synthetic corpus's, the user's own embeddings, an
 authors' checkpoint) is refused in one line saying why. Every utterance gives one record, as
@@ -252,7 +253,8 @@ def _with_text_model(featuriser: Featuriser, folder: Path) -> Featuriser:
     if not isinstance(featuriser.text, SentenceEncoderText):
         raise ValueError(f"--text-model: the corpus's text features are {featuriser.text.kind}, not a "
                          "sentence-transformers model's")
-    return replace(featuriser, text=replace(featuriser.text, model=str(folder.resolve())))
+    text = replace(featuriser.text, model=str(folder.resolve()))
+    return replace(featuriser, text=text, folder=None, checksum=None)  # saved anew, naming the new folder
 
 
 def _dialogue(dialogue, index: int):

@@ -17,7 +17,7 @@ from ada2i_fast.data import load_corpus  # noqa: E402
 from ada2i_fast.data import conversations  # noqa: E402
 from ada2i_fast.data.conversations import AudioError, build_conversation_corpus, main  # noqa: E402
 from fixtures.conversations import (  # noqa: E402
-    CLASSES, RATE, SENTENCES, TINY, read_csv, speech_like, write_conversations, write_csv,
+    CLASSES, RATE, SENTENCES, TINY, read_csv, speech_like, tiny_sentence_model, write_conversations, write_csv,
 )
 
 
@@ -134,35 +134,9 @@ def test_visual_vectors_are_read_per_utterance_and_standardised_with_train(small
         _build(small, visual_column="face")
 
 
-def _tiny_sentence_model(folder):
-    """A randomly initialised 1-layer BERT with a word-level tokenizer, saved as a sentence-transformers model."""
-    from sentence_transformers import SentenceTransformer
-    from tokenizers import Tokenizer, pre_tokenizers
-    from tokenizers.models import WordLevel
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    words = sorted({w for s in SENTENCES for w in s.split()})
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=12, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=24, max_position_embeddings=32)
-    BertModel(config).save_pretrained(folder / "bert")
-    fast.save_pretrained(folder / "bert")
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.models import Pooling, Transformer
-    transformer = Transformer(str(folder / "bert"), max_seq_length=16)
-    SentenceTransformer(modules=[transformer, Pooling(12)], device="cpu").save(str(folder / "model"))
-    return folder / "model"
-
-
 def test_a_local_sentence_transformers_model_gives_the_text_features(small, tmp_path, monkeypatch):
     pytest.importorskip("sentence_transformers")
-    model = _tiny_sentence_model(tmp_path)
+    model = tiny_sentence_model(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt fails instead of reaching the network
     built = _build(small, text_model=model)
     train_split = built.corpus.splits["train"]

@@ -12,9 +12,10 @@ from ada2i_fast import Ada2I, Ada2IConfig, ConversationPipeline, predict, train
 from ada2i_fast.data import load_corpus
 from ada2i_fast.data import transcripts
 from ada2i_fast.data.cache import write_cache
-from ada2i_fast.data.featuriser import TfidfSvdText, corpus_featuriser
+from ada2i_fast.data.featuriser import corpus_featuriser, fit_tfidf_svd
+from ada2i_fast.pipeline import prediction_records
 from ada2i_fast.pretrained import CONFIG, FEATURISER
-from fixtures.conversations import CLASSES, TINY, read_csv, write_conversations, write_csv
+from fixtures.conversations import CLASSES, TINY, read_csv, tiny_sentence_model, write_conversations, write_csv
 
 CUES = {"angry": ("furious", "shouting"), "calm": ("quiet", "relaxed"), "happy": ("delighted", "laughing")}
 FILLER = "so then we went home and it was the day you know".split()
@@ -99,8 +100,8 @@ def test_the_corpus_keeps_its_featuriser_which_reproduces_its_features(text_run)
     featuriser = corpus_featuriser(str(directory))
     corpus = load_corpus("meld", directory)
     rows = transcripts.read_rows(text_run / "csv" / "dev.csv", transcripts.LAYOUTS["generic"], id_prefix=("dev",))
-    np.testing.assert_array_equal(featuriser.features("t", rows.texts)["t"][rows.order],
-                                  corpus.splits["dev"].features["t"])
+    np.testing.assert_allclose(featuriser.features("t", rows.texts)["t"][rows.order],
+                               corpus.splits["dev"].features["t"], rtol=1e-5, atol=1e-6)
 
 
 def test_the_featuriser_is_sklearns_tfidf_svd_on_held_out_text():
@@ -114,14 +115,14 @@ def test_the_featuriser_is_sklearns_tfidf_svd_on_held_out_text():
     held_out += ["nothing known here", "hello hello hello world"]
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
     svd = TruncatedSVD(n_components=6, random_state=3).fit(vectorizer.fit_transform(train_texts))
-    ours = TfidfSvdText.fit(train_texts, 6, seed=3)
+    ours = fit_tfidf_svd(train_texts, 6, seed=3).featuriser()
     expected = svd.transform(vectorizer.transform(held_out))
     np.testing.assert_allclose(ours.transform(held_out), expected, rtol=1e-5, atol=1e-6)
     assert not ours.transform(["nothing known here"]).any()
 
 
 def test_a_text_dim_cut_by_too_few_terms_is_said(capsys):
-    TfidfSvdText.fit(["one two", "two three", "three four", "four one", "one three", "two four"] * 3, 768, seed=0)
+    fit_tfidf_svd(["one two", "two three", "three four", "four one", "one three", "two four"] * 3, 768, seed=0)
     assert "text dim 9, not 768: the training transcripts give only 10 distinct terms" in capsys.readouterr().out
 
 
@@ -157,6 +158,32 @@ def test_a_text_and_audio_model_predicts_on_new_conversations_with_their_audio(a
                            "--workers", "1")
     on_split = _predict(audio_run / "run", tmp_path / "split.jsonl", "--split", "test")
     _assert_same_predictions(through_csv, on_split, ids=lambda i: f"test_{i}")
+
+
+def test_a_sentence_model_corpus_featurises_with_that_model_found_where_it_now_is(tmp_path, monkeypatch):
+    pytest.importorskip("opensmile")
+    pytest.importorskip("sentence_transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    write_conversations(tmp_path / "csv", {"train": (3, 2), "dev": (1, 2), "test": (2, 2)})
+    from ada2i_fast.data import conversations
+
+    conversations.main(["--csv-dir", str(tmp_path / "csv"), "--layout", "generic", "--audio-column", "audio",
+                        "--text-model", str(tiny_sentence_model(tmp_path)), "--workers", "1",
+                        "--out", str(tmp_path / "corpus")])
+    corpus = load_corpus("meld", tmp_path / "corpus")
+    featuriser = corpus_featuriser(str(tmp_path / "corpus"))
+    assert featuriser.text.kind == "sentence-transformers" and featuriser.text.model == str(tmp_path / "model")
+    model = Ada2I(Ada2IConfig(modalities="t", input_dims=corpus.dims, num_classes=3, class_names=CLASSES, hidden=8,
+                              rank=2, ffn_dim=8))
+    ConversationPipeline(model, featuriser).save_pretrained(tmp_path / "saved")
+    expected = list(prediction_records(model.eval(), corpus.splits["test"], CLASSES, batch_size=10,
+                                       device=torch.device("cpu")))  # the corpus's own features, as predict --split
+    (tmp_path / "model").rename(tmp_path / "moved")
+    with pytest.raises(ValueError, match=r"sentence-transformers model .*/model, which is not on this machine; put "
+                                         r"it there, or name its copy with --text-model DIR"):
+        ConversationPipeline.from_pretrained(tmp_path / "saved").predict_csv(tmp_path / "csv" / "test.csv")
+    pipeline = ConversationPipeline.from_pretrained(tmp_path / "saved", text_model=tmp_path / "moved")
+    _assert_same_predictions(pipeline.predict_csv(tmp_path / "csv" / "test.csv"), expected, ids=lambda i: f"test_{i}")
 
 
 def test_missing_audio_is_one_error_line(audio_run, tmp_path):

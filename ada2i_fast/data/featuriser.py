@@ -13,10 +13,12 @@ its folder's ``featuriser/``, and a finished run's ``model/`` a copy of it, in s
   ``audio_mean.npy``/``audio_std.npy`` and ``visual_mean.npy``/``visual_std.npy`` (the train split's
   standardisation).
 
-:meth:`Featuriser.features` computes exactly what the corpus holds: the builders compute their own
-features with it. The TF-IDF transform is scikit-learn's (``TfidfVectorizer(ngram_range=(1, 2),
-sublinear_tf=True)`` then ``TruncatedSVD.transform``) written out over the saved arrays, equal to it
-to float32 rounding.
+:meth:`Featuriser.features` computes what the corpus holds for the same utterances. The corpus's text
+features are scikit-learn's (``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)``, then
+``TruncatedSVD``), computed as every version of the builders computed them (a rebuilt corpus is the
+same corpus); :meth:`TfidfSvdText.transform` is that transform written out over the saved arrays,
+equal to it to float32 rounding. The sentence model, openSMILE and the standardisations run the
+builders' own code.
 """
 
 from __future__ import annotations
@@ -65,38 +67,13 @@ class TfidfSvdText:
     components: np.ndarray  # [dim, V] float32, TruncatedSVD.components_
     kind = "tfidf-svd"
 
-    @classmethod
-    def fit(cls, texts: Sequence[str], text_dim: int, seed: int) -> "TfidfSvdText":
-        """Fit the vectoriser and TruncatedSVD(``text_dim``, ``random_state=seed``) on ``texts`` (the
-        training split). Fewer components than ``text_dim`` when the texts have too few distinct terms or
-        utterances, said on stderr; none at all is a ``FeaturiserError``."""
-        from sklearn.decomposition import TruncatedSVD
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        vectorizer = TfidfVectorizer(**TFIDF)
-        with stage(f"fitting TF-IDF on {len(texts)} training utterances"):
-            train = vectorizer.fit_transform(texts)
-        terms, rows = train.shape[1], train.shape[0]
-        dim = min(text_dim, terms - 1, rows - 1)
-        if dim < 1:
-            raise FeaturiserError(f"the training transcripts give {terms} distinct terms in {rows} utterances; "
-                                  "too few for features")
-        if dim < text_dim:
-            limit = f"{terms} distinct terms" if terms <= rows else f"{rows} utterances"
-            tqdm.write(f"text dim {dim}, not {text_dim}: the training transcripts give only {limit} (TruncatedSVD "
-                       f"keeps at most one fewer components)")
-        svd = TruncatedSVD(n_components=dim, random_state=seed)
-        with stage(f"fitting TruncatedSVD: {dim} components of {rows} x {terms} TF-IDF"):
-            svd.fit(train)
-        vocabulary = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
-        return cls(tuple(vocabulary), vectorizer.idf_.astype(np.float64), svd.components_.astype(np.float32))
-
     @property
     def dim(self) -> int:
         return self.components.shape[0]
 
     def transform(self, texts: Sequence[str], description: str = "TF-IDF -> SVD") -> np.ndarray:
-        """[len(texts), dim] float32: ``svd.transform(vectorizer.transform(texts))`` from the saved arrays."""
+        """[len(texts), dim] float32: ``svd.transform(vectorizer.transform(texts))`` from the saved arrays
+        (to float32 rounding: the components are kept in float32)."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with tqdm(total=len(texts), desc=description, unit="utt") as bar:
             for start in range(0, len(texts), CHUNK):
@@ -125,11 +102,9 @@ class TfidfSvdText:
         values /= norms[row_of]
         return csr_matrix((values.astype(np.float32), counts.indices, counts.indptr), shape=counts.shape)
 
-    @property
+    @functools.cached_property
     def _index(self) -> dict[str, int]:
-        if "_index_cache" not in self.__dict__:
-            object.__setattr__(self, "_index_cache", {term: i for i, term in enumerate(self.vocabulary)})
-        return self.__dict__["_index_cache"]
+        return {term: i for i, term in enumerate(self.vocabulary)}
 
     def record(self) -> dict:
         settings = {k: list(v) if isinstance(v, tuple) else v for k, v in TFIDF.items()}
@@ -151,6 +126,56 @@ class TfidfSvdText:
                                   f"{list(text.idf.shape)} do not fit a vocabulary of {len(text.vocabulary)} terms "
                                   f"and text dim {record['dim']}")
         return text
+
+
+@dataclass(frozen=True, eq=False)
+class FittedTfidfSvd:
+    """scikit-learn's vectoriser and SVD as fitted on the training split, and the training features they gave."""
+
+    vectorizer: object  # TfidfVectorizer(**TFIDF)
+    svd: object  # TruncatedSVD
+    train: np.ndarray  # [N, dim] float32: svd.fit_transform's
+
+    def transform(self, texts: Sequence[str], description: str) -> np.ndarray:
+        """[len(texts), dim] float32: scikit-learn's transform, as the corpus builders have always computed
+        it (chunks for the progress bar give the same rows: each row depends on its text only)."""
+        out = np.empty((len(texts), self.svd.n_components), dtype=np.float32)
+        with tqdm(total=len(texts), desc=description, unit="utt") as bar:
+            for start in range(0, len(texts), CHUNK):
+                chunk = texts[start:start + CHUNK]
+                out[start:start + len(chunk)] = self.svd.transform(self.vectorizer.transform(chunk))
+                bar.update(len(chunk))
+        return out
+
+    def featuriser(self) -> TfidfSvdText:
+        vocabulary = self.vectorizer.vocabulary_
+        return TfidfSvdText(tuple(sorted(vocabulary, key=vocabulary.get)), self.vectorizer.idf_.astype(np.float64),
+                            self.svd.components_.astype(np.float32))
+
+
+def fit_tfidf_svd(texts: Sequence[str], text_dim: int, seed: int) -> FittedTfidfSvd:
+    """Fit the vectoriser and TruncatedSVD(``text_dim``, ``random_state=seed``) on ``texts`` (the training
+    split). Fewer components than ``text_dim`` when the texts have too few distinct terms or utterances,
+    said on stdout; none at all is a ``FeaturiserError``."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(**TFIDF)
+    with stage(f"fitting TF-IDF on {len(texts)} training utterances"):
+        train = vectorizer.fit_transform(texts)
+    rows, terms = train.shape
+    dim = min(text_dim, terms - 1, rows - 1)
+    if dim < 1:
+        raise FeaturiserError(f"the training transcripts give {terms} distinct terms in {rows} utterances; "
+                              "too few for features")
+    if dim < text_dim:
+        limit = f"{terms} distinct terms" if terms <= rows else f"{rows} utterances"
+        tqdm.write(f"text dim {dim}, not {text_dim}: the training transcripts give only {limit} (TruncatedSVD "
+                   f"keeps at most one fewer components)")
+    svd = TruncatedSVD(n_components=dim, random_state=seed)
+    with stage(f"fitting TruncatedSVD: {dim} components of {rows} x {terms} TF-IDF"):
+        features = svd.fit_transform(train)
+    return FittedTfidfSvd(vectorizer, svd, features.astype(np.float32))
 
 
 _TOKEN = re.compile(TFIDF["token_pattern"])
@@ -180,20 +205,15 @@ class SentenceEncoderText:
         return cls(model, dim, _version("sentence-transformers"))
 
     def transform(self, texts: Sequence[str], description: str = "sentence encoding") -> np.ndarray:
+        """[len(texts), dim] float32, in one ``encode`` call (it batches by length; its bar counts the batches)."""
         folder = Path(self.model)
         if not folder.is_dir():
             raise FeaturiserError(f"the text features come from the sentence-transformers model {self.model}, which "
                                   f"is not on this machine; put it there, or name its copy with --text-model DIR "
                                   f"(text_model= in Python)")
-        encoder = _sentence_encoder(self.model)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        with tqdm(total=len(texts), desc=f"{description} ({folder.name})", unit="utt") as bar:
-            for start in range(0, len(texts), CHUNK):
-                chunk = list(texts[start:start + CHUNK])
-                out[start:start + len(chunk)] = encoder.encode(chunk, batch_size=64, convert_to_numpy=True,
-                                                               show_progress_bar=False)
-                bar.update(len(chunk))
-        return out
+        tqdm.write(f"{description} ({folder.name}): {len(texts)} utterances")
+        return _sentence_encoder(self.model).encode(list(texts), batch_size=64, convert_to_numpy=True,
+                                                    show_progress_bar=True).astype(np.float32)
 
     def record(self) -> dict:
         return {"kind": self.kind, "dim": self.dim, "model": self.model, "name": Path(self.model).name,

@@ -38,7 +38,7 @@ from ..cli import user_errors_as_one_line
 from ..datasets import DATASETS, SPLITS, TEXT_DIM
 from .cache import check_replaceable, file_record, write_cache
 from .corpus import Corpus, Split
-from .featuriser import Featuriser, OwnEmbeddingsText, TfidfSvdText
+from .featuriser import Featuriser, OwnEmbeddingsText, TfidfSvdText, fit_tfidf_svd
 from .memory import check_fits_in_memory, corpus_bytes
 
 MAX_FIELD_CHARS = 131_072  # csv's own default limit
@@ -320,8 +320,10 @@ def text_features(rows: dict[str, SplitRows], embeddings: str | PathLike | None,
     if embeddings is not None:
         features = read_embeddings(Path(embeddings), rows)
         return features, OwnEmbeddingsText(str(Path(embeddings).resolve()), features["train"].shape[1])
-    text = TfidfSvdText.fit(rows["train"].texts, text_dim, seed)
-    return {split: text.transform(r.texts, f"TF-IDF -> SVD, {split}") for split, r in rows.items()}, text
+    fitted = fit_tfidf_svd(rows["train"].texts, text_dim, seed)
+    features = {split: fitted.train if split == "train" else fitted.transform(r.texts, f"TF-IDF -> SVD, {split}")
+                for split, r in rows.items()}
+    return features, fitted.featuriser()
 
 
 def _feature_dim(embeddings: str | PathLike | None, text_dim: int) -> int:
