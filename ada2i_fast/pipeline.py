@@ -101,18 +101,12 @@ class ConversationPipeline:
         """In-memory dialogues (see :meth:`__call__`) as the model's inputs."""
         if isinstance(dialogues, str) or not dialogues:
             raise ValueError("expected a list of dialogues, each a list of utterances")
-        utterances = [_utterance(u, d, i) for d, dialogue in enumerate(dialogues)
+        utterances = [_utterance(u, d, i, self.model.config.modalities) for d, dialogue in enumerate(dialogues)
                       for i, u in enumerate(_dialogue(dialogue, d))]
         columns = {key: [u[key] for u in utterances] for key in ("text", "audio", "visual")}
-        for key, modality in (("audio", "a"), ("visual", "v")):
-            missing = next((i for i, value in enumerate(columns[key]) if value is None), None)
-            if modality in self.model.config.modalities and missing is not None:
-                raise ValueError(f"utterance {missing} (counting through the dialogues) has no {key!r}: this model "
-                                 f"uses {key}; give each utterance as {{'text': ..., '{key}': path}}")
-        lengths = [len(d) for d in dialogues]
         features = self._features(columns["text"], columns["audio"], columns["visual"])
-        return Conversations(_split(features, np.arange(len(utterances)), lengths, [str(d) for d in range(len(lengths))],
-                                    None), gold=False)
+        lengths = [len(d) for d in dialogues]
+        return self._conversations(features, np.arange(len(utterances)), lengths, [str(d) for d in range(len(lengths))])
 
     def read_csv(self, path, *, audio_column: str | None = None, audio_dir=None, visual_column: str | None = None,
                  columns: Mapping[str, str] | None = None) -> Conversations:
@@ -133,8 +127,22 @@ class ConversationPipeline:
         visual = self._visual_files(rows, layout, visual_column)
         features = self._features(rows.texts, audio, visual)
         labels = None if rows.labels is None else [self.classes.index(rows.labels[i]) for i in rows.order]
-        return Conversations(_split(features, rows.order, np.diff(rows.offsets), rows.dialogue_ids, labels),
-                             gold=labels is not None)
+        return self._conversations(features, rows.order, np.diff(rows.offsets), rows.dialogue_ids, labels)
+
+    def _conversations(self, features: dict[str, np.ndarray], order, lengths, dialogue_ids,
+                       labels=None) -> Conversations:
+        """``features`` (rows in input order) taken in ``order``, as dialogues of ``lengths``; zero labels
+        (not gold) when there are none."""
+        n = len(order)
+        split = Split(
+            features={m: x[order] for m, x in features.items()},
+            labels=np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64),
+            speakers=np.zeros(n, dtype=np.int64),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            dialogue_ids=tuple(dialogue_ids),
+        )
+        split.validate("new conversations", len(self.classes))  # finite features, consistent offsets
+        return Conversations(split, gold=labels is not None)
 
     def layout(self, columns: Mapping[str, str] | None = None) -> Layout:
         """The corpus's CSV layout, with ``columns`` renamed."""
@@ -263,8 +271,9 @@ def _dialogue(dialogue, index: int):
     return dialogue
 
 
-def _utterance(utterance, dialogue: int, index: int) -> dict:
-    """``{"text", "audio", "visual"}`` of one utterance given as its text or as such a mapping."""
+def _utterance(utterance, dialogue: int, index: int, modalities: str) -> dict:
+    """``{"text", "audio", "visual"}`` of one utterance given as its text or as such a mapping, with the
+    files the model's ``modalities`` need."""
     where = f"dialogue {dialogue}, utterance {index}"
     if isinstance(utterance, str):
         utterance = {"text": utterance}
@@ -276,21 +285,11 @@ def _utterance(utterance, dialogue: int, index: int) -> dict:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; expected text, audio, visual")
     if not utterance["text"].strip():
         raise ValueError(f"{where}: empty text")
+    for key, modality in (("audio", "a"), ("visual", "v")):
+        if modality in modalities and utterance.get(key) is None:
+            raise ValueError(f"{where} has no {key!r}: this model uses {key}; give each utterance as "
+                             f"{{'text': ..., '{key}': path}}")
     return {"text": utterance["text"].strip(), "audio": utterance.get("audio"), "visual": utterance.get("visual")}
-
-
-def _split(features: dict[str, np.ndarray], order, lengths, dialogue_ids, labels) -> Split:
-    """A split of ``features`` (rows in file order) taken in ``order``; zero labels when there are none."""
-    n = len(order)
-    split = Split(
-        features={m: x[order] for m, x in features.items()},
-        labels=np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64),
-        speakers=np.zeros(n, dtype=np.int64),
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        dialogue_ids=tuple(dialogue_ids),
-    )
-    split.validate("new conversations", int(split.labels.max()) + 1)  # finite features, consistent offsets
-    return split
 
 
 def _nested(records: list[dict], lengths: list[int]) -> list[list[dict]]:

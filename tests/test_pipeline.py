@@ -188,7 +188,7 @@ def test_a_sentence_model_corpus_featurises_with_that_model_found_where_it_now_i
 
 def test_missing_audio_is_one_error_line(audio_run, tmp_path):
     pipeline = ConversationPipeline.from_pretrained(audio_run / "run", workers=1)
-    with pytest.raises(ValueError, match=r"utterance 0 .* has no 'audio': this model uses audio"):
+    with pytest.raises(ValueError, match=r"^dialogue 0, utterance 0 has no 'audio': this model uses audio"):
         pipeline([["okay let us see"]])
     rows = [dict(dialogue=0, position=0, text="well here we are", audio="gone.wav")]
     write_csv(tmp_path / "gone.csv", rows)
@@ -197,6 +197,15 @@ def test_missing_audio_is_one_error_line(audio_run, tmp_path):
     write_csv(tmp_path / "none.csv", [{k: v for k, v in row.items() if k != "audio"} for row in rows])
     with pytest.raises(SystemExit, match=r"^error: .*none\.csv: no column 'audio'"):
         _predict(audio_run / "run", tmp_path / "p.jsonl", "--csv", str(tmp_path / "none.csv"))
+
+
+def test_a_model_that_uses_fewer_modalities_than_its_corpus_needs_only_its_own(audio_run):
+    pipeline = ConversationPipeline.from_pretrained(audio_run / "run", workers=1)
+    text_only = ConversationPipeline(pipeline.model.restricted_to("t"), pipeline.featuriser)
+    [[record]] = text_only([["okay let us see"]])
+    assert list(record["contributions"]) == ["t"] and record["predicted"] in CLASSES
+    with pytest.raises(ValueError, match=r"this model does not use audio \(its modalities are 't'\)"):
+        text_only.read_csv(audio_run / "csv" / "test.csv", audio_column="audio")
 
 
 def test_a_csv_missing_columns_or_mixed_with_split_flags_is_one_error_line(text_run, tmp_path):
