@@ -1,7 +1,6 @@
 """The conversation corpus builder: audio features that carry what the text does not, the feature
 cache surviving an interruption, a local sentence-transformers model, and bad audio."""
 
-import csv
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from ada2i_fast.data import conversations  # noqa: E402
 from ada2i_fast.data.conversations import AudioError, build_conversation_corpus, main  # noqa: E402
 from fixtures.conversations import (  # noqa: E402
     CLASSES, RATE, SENTENCES, TINY, read_csv, speech_like, tiny_sentence_model, write_conversations, write_csv,
+    write_meld_clips,
 )
 
 
@@ -207,21 +207,7 @@ def test_other_containers_need_ffmpeg_and_low_rates_are_refused(small, monkeypat
 
 
 def test_meld_layout_finds_the_raw_clips_by_dialogue_and_utterance(tmp_path):
-    columns = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"]
-    rng = np.random.default_rng(0)
-    for split in ("train", "dev", "test"):
-        (tmp_path / "clips" / split).mkdir(parents=True)
-        rows = []
-        for d, u in ((0, 1), (0, 0), (3, 0)):
-            label = ("neutral", "joy", "anger")[len(rows)]
-            rows.append({"Sr No.": len(rows), "Utterance": SENTENCES[u], "Speaker": "Joey", "Emotion": label,
-                         "Sentiment": "-", "Dialogue_ID": d, "Utterance_ID": u})
-            soundfile.write(tmp_path / "clips" / split / f"dia{d}_utt{u}.wav",
-                            speech_like(("calm", "happy", "angry")[len(rows) - 1], rng), RATE)
-        with open(tmp_path / f"{split}_sent_emo.csv", "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+    write_meld_clips(tmp_path)
     built = build_conversation_corpus(tmp_path, "meld", audio_dir=tmp_path / "clips", text_dim=2,
                                       feature_cache=tmp_path / "features", workers=1)
     assert built.corpus.splits["dev"].dialogue_ids == ("dev_0", "dev_3")

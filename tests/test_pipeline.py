@@ -15,7 +15,9 @@ from ada2i_fast.data.cache import write_cache
 from ada2i_fast.data.featuriser import corpus_featuriser, fit_tfidf_svd
 from ada2i_fast.pipeline import prediction_records
 from ada2i_fast.pretrained import CONFIG, FEATURISER
-from fixtures.conversations import CLASSES, TINY, read_csv, tiny_sentence_model, write_conversations, write_csv
+from fixtures.conversations import (
+    CLASSES, TINY, read_csv, tiny_sentence_model, write_conversations, write_csv, write_meld_clips,
+)
 
 CUES = {"angry": ("furious", "shouting"), "calm": ("quiet", "relaxed"), "happy": ("delighted", "laughing")}
 FILLER = "so then we went home and it was the day you know".split()
@@ -186,6 +188,25 @@ def test_a_sentence_model_corpus_featurises_with_that_model_found_where_it_now_i
     _assert_same_predictions(pipeline.predict_csv(tmp_path / "csv" / "test.csv"), expected, ids=lambda i: f"test_{i}")
 
 
+def test_meld_clips_of_new_conversations_are_found_with_audio_dir(tmp_path):
+    pytest.importorskip("opensmile")
+    from ada2i_fast.data.conversations import build_conversation_corpus
+
+    write_meld_clips(tmp_path)
+    built = build_conversation_corpus(tmp_path, "meld", audio_dir=tmp_path / "clips", text_dim=2,
+                                      feature_cache=tmp_path / "features", workers=1)
+    corpus = built.corpus
+    model = Ada2I(Ada2IConfig(modalities="at", input_dims=corpus.dims, num_classes=7, class_names=corpus.classes,
+                              hidden=8, rank=2, ffn_dim=8))
+    pipeline = ConversationPipeline(model, built.featuriser, workers=1)
+    records = pipeline.predict_csv(tmp_path / "test_sent_emo.csv", audio_dir=tmp_path / "clips" / "test")
+    expected = prediction_records(model, corpus.splits["test"], corpus.classes, batch_size=10,
+                                  device=torch.device("cpu"))
+    _assert_same_predictions(records, list(expected), ids=lambda i: f"test_{i}")
+    with pytest.raises(ValueError, match=r"this model uses audio: name each utterance's file with --audio-column"):
+        pipeline.predict_csv(tmp_path / "test_sent_emo.csv")
+
+
 def test_missing_audio_is_one_error_line(audio_run, tmp_path):
     pipeline = ConversationPipeline.from_pretrained(audio_run / "run", workers=1)
     with pytest.raises(ValueError, match=r"^dialogue 0, utterance 0 has no 'audio': this model uses audio"):
@@ -312,3 +333,19 @@ def test_a_run_on_a_real_corpus_records_no_synthetic_fields_and_resumes(text_run
     assert "size" not in identity and "synthetic" not in identity
     summary = train.main(["--resume", str(out), "--epochs", "2"])
     assert summary["epochs_run"] == 2 and summary["data"] == str(text_run / "corpus")
+
+
+def test_an_older_corpus_rebuilt_in_place_gives_its_models_their_featuriser(tmp_path):
+    from ada2i_fast.run_folder import data_identity
+
+    csv_dir = _write_splits(tmp_path / "csv")
+    corpus = transcripts.build_transcript_corpus(csv_dir, "generic", text_dim=8)
+    write_cache(corpus, tmp_path / "old", source={"kind": "transcripts", "layout": "generic"})  # as built before
+    identity = data_identity(load_corpus("meld", tmp_path / "old"))
+    model = _text_model(tmp_path, {"data": str(tmp_path / "old"), "data_identity": identity})
+    build = ["--csv-dir", str(csv_dir), "--layout", "generic", "--text-dim", "8", "--out", str(tmp_path / "old")]
+    transcripts.main(build)  # the same command, in place: the same corpus, now with its featuriser
+    assert len(_predict(model, tmp_path / "p.jsonl", "--csv", str(csv_dir / "test.csv"))) == 18
+    transcripts.main([*build, "--text-dim", "6"])  # another corpus in its place
+    with pytest.raises(SystemExit, match=r"^error: the corpus .*old changed since .*model was trained on it"):
+        _predict(model, tmp_path / "p.jsonl", "--csv", str(csv_dir / "test.csv"))
