@@ -9,7 +9,7 @@ import torch
 
 from .config import Ada2IConfig, TrainConfig
 from .model import Ada2I
-from .pretrained import is_pretrained_folder, load_pretrained
+from .pretrained import is_pretrained_folder, load_pretrained, with_class_names
 from .run_folder import MODEL_FOLDER
 from .run_state import FORMAT as RUN_STATE_FORMAT
 from .run_state import RunState
@@ -52,6 +52,7 @@ def _own_model(payload: dict, path) -> tuple[Ada2I, dict]:
     model = _model_of(payload["config"], payload["state_dict"], path)
     metadata = dict(payload["metadata"])
     _check_metadata(metadata, path)
+    model.config = with_class_names(model.config, metadata)
     # Checkpoints written before the recipe left the model config kept it there.
     recipe = {k: v for k, v in payload["config"].items() if k in TrainConfig.field_names()}
     metadata.setdefault("train_config", recipe)
@@ -91,7 +92,7 @@ def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
     (``best.pt``), a run's current state (``last.pt``, its metadata saying so in ``weights``), a run
     folder (its ``model/``, else ``best.pt``, else ``last.pt`` when no epoch has ended), or a checkpoint
     written by the authors' training script (metadata: the run's dataset, if recorded)."""
-    path = _file_of(Path(path))
+    path = saved_model_path(Path(path))
     if is_pretrained_folder(path):
         model, metadata = load_pretrained(path, Ada2I)
         _check_metadata(metadata, path / "config.json")
@@ -108,7 +109,9 @@ def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
         metadata["weights"] = (f"{path}: the current weights after {state.finished_epochs} epoch(s)"
                                + (f" and {steps} step(s) of epoch {state.epoch}" if steps else "")
                                + ", not the best-dev state")
-        return _model_of(state.model_config, state.model, path), metadata
+        model = _model_of(state.model_config, state.model, path)
+        model.config = with_class_names(model.config, metadata)
+        return model, metadata
     if isinstance(payload, dict) and "state_dict" in payload and "args" in payload:
         dataset = getattr(payload.get("args"), "dataset", None)
         return Ada2I.from_reference_checkpoint(path, **reference_overrides), ({"dataset": dataset} if dataset else {})
@@ -116,7 +119,7 @@ def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
                      "checkpoint (a dict with 'args' and 'state_dict')")
 
 
-def _file_of(path: Path) -> Path:
+def saved_model_path(path: Path) -> Path:
     """``path``, or for a run folder what holds its model: model/, else best.pt, else last.pt."""
     if not path.is_dir() or is_pretrained_folder(path):
         return path

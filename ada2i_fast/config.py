@@ -105,11 +105,15 @@ class Ada2IConfig(_Config):
     """The model's hyperparameters (SPEC §2): what a checkpoint's weights mean. The defaults are the
     iemocap preset; ``Ada2IConfig.preset("meld")`` gives another dataset's."""
 
-    modalities: str = setting(ORDER, role="model", help="which modalities the model uses, a subset of atv in any "
-                              "order, e.g. ta (default: those of atv the data has)")
+    modalities: str = setting(ORDER, role="model", help="which modalities the model uses, e.g. at (default: those "
+                              "of atv the data has). The order is kept and is the order of the AFW chain products "
+                              "(SPEC §2): with three modalities another order (avt) is another model; with two, ta "
+                              "is at with another random initialisation. Defaults, hints and sweeps use atv's order")
     input_dims: dict[str, int] = setting(role="data", help="feature dim per modality",
                                          default_factory=lambda: dict(dataset_spec("iemocap").dims))
     num_classes: int = setting(6, role="data", help="number of classes")
+    class_names: tuple[str, ...] | None = setting(None, role="data", help="the classes' names in index order (the "
+                                                  "corpus's; config.json's id2label); None: unnamed")
     hidden: int = setting(300, role="model", help="hidden size h shared by the encoders' outputs, AFW and the head")
     rank: int = setting(11, role="model", help="tensor rank R of the AFW tensor ring")
     beta: float = setting(0.012, role="model", help="AFW residual weight: Y = A*H + beta*H")
@@ -127,11 +131,22 @@ class Ada2IConfig(_Config):
                           help="method: the paper's semantics; reference: the authors' public code's (SPEC §5)")
 
     def __post_init__(self) -> None:
+        if isinstance(self.class_names, list):  # as JSON gives them back
+            self.class_names = tuple(self.class_names)
         self.validate()
 
     @classmethod
     def _preset_values(cls, spec: DatasetSpec) -> dict:
         return dict(spec.model_preset, input_dims=dict(spec.dims), num_classes=len(spec.classes))
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class index -> name, as Hugging Face configs have it (empty when the classes are unnamed)."""
+        return dict(enumerate(self.class_names or ()))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in self.id2label.items()}
 
     @classmethod
     def from_dict(cls, values: dict, where: str | None = None) -> "Ada2IConfig":
@@ -150,6 +165,11 @@ class Ada2IConfig(_Config):
             if not isinstance(dim, int) or dim < 1:
                 raise ValueError(f"input_dims[{m!r}] must be a positive int, got {dim!r}")
         _check_int("num_classes", self.num_classes, 2)
+        names = self.class_names
+        if names is not None and (not isinstance(names, tuple) or len(names) != self.num_classes or len(set(names))
+                                  != len(names) or not all(isinstance(n, str) and n for n in names)):
+            raise ValueError(f"class_names must be {self.num_classes} distinct non-empty strings (one per class), "
+                             f"got {names!r}")
         _check_int("hidden", self.hidden, 1)
         _check_int("rank", self.rank, 1)
         _check_int("encoder_nlayers", self.encoder_nlayers, 1)

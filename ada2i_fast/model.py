@@ -40,13 +40,29 @@ class Ada2IOutput:
 class Prediction:
     """What :meth:`Ada2I.predict` gives: per real utterance, the label, the class probabilities and
     each modality's exact share of the fused logits (``contributions.sum(1) + bias`` are the logits
-    the probabilities are the softmax of, to float rounding)."""
+    the probabilities are the softmax of, to float rounding; so are
+    ``sum(contributions_by_modality().values()) + bias``)."""
 
-    labels: Tensor  # [N]
+    labels: Tensor  # [N] class indices; label_names() gives their names
     probabilities: Tensor  # [N, C]
     lengths: Tensor  # [B]; split the N rows per dialogue with torch.split(x, lengths.tolist())
-    contributions: Tensor | None = None  # [N, M, C], modalities in the model's order, bias excluded
+    contributions: Tensor | None = None  # [N, M, C], modalities in the order of ``modalities``, bias excluded
     bias: Tensor | None = None  # [C], shared by every utterance
+    modalities: str = ""  # names contributions' modality axis: its letters in order, e.g. "at"
+    class_names: tuple[str, ...] | None = None  # names the class axis (the model's config.class_names)
+
+    def label_names(self) -> list[str]:
+        """The predicted class of every utterance, by name."""
+        if self.class_names is None:
+            raise ValueError("this model's classes are unnamed (its config has no class_names): labels holds "
+                             "class indices only")
+        return [self.class_names[i] for i in self.labels.tolist()]
+
+    def contributions_by_modality(self) -> dict[str, Tensor]:
+        """Each modality's share of the logits, [N, C], keyed by its letter (``a``, ``t``, ``v``)."""
+        if self.contributions is None:
+            raise ValueError("this prediction holds no contributions")
+        return dict(zip(self.modalities, self.contributions.unbind(1)))
 
 
 def total_loss(terms: dict[str, Tensor]) -> Tensor:
@@ -189,17 +205,21 @@ class Ada2I(nn.Module):
             self.train(was_training)
             hook.remove()
         bias = self.head.fc_out.bias.detach().clone()
-        return Prediction(probabilities.argmax(-1), probabilities, batch.lengths, contributions, bias)
+        return Prediction(probabilities.argmax(-1), probabilities, batch.lengths, contributions, bias,
+                          self.config.modalities, self.config.class_names)
 
-    def save_pretrained(self, folder, metadata: dict | None = None):
-        """Write ``config.json`` + ``model.safetensors`` into ``folder`` (Hugging Face's layout; see
-        ``pretrained``); returns the folder."""
-        return save_pretrained(self, folder, metadata)
+    def save_pretrained(self, folder, metadata: dict | None = None, featuriser=None):
+        """Write ``config.json`` (with ``id2label``) + ``model.safetensors`` into ``folder`` (Hugging Face's
+        layout; see ``pretrained``), and a copy of ``featuriser`` (its corpus's ``data.featuriser.Featuriser``,
+        so that the folder alone predicts on new conversations); returns the folder."""
+        return save_pretrained(self, folder, metadata, featuriser)
 
     @classmethod
     def from_pretrained(cls, folder) -> "Ada2I":
-        """The model of a folder written by :meth:`save_pretrained` (nothing is unpickled)."""
-        return load_pretrained(folder, cls)[0]
+        """The model of a folder written by :meth:`save_pretrained` (nothing is unpickled), in eval mode
+        (dropout off; ``.train()`` to train it further). ``ConversationPipeline.from_pretrained`` adds the
+        featuriser, for new conversations."""
+        return load_pretrained(folder, cls)[0].eval()
 
     def push_to_hub(self, repo_id: str, folder, **upload_options) -> str:
         """:meth:`save_pretrained` into ``folder``, then upload it to the Hugging Face Hub as ``repo_id``."""

@@ -1,14 +1,17 @@
 """A trained model as the ecosystem shares one: a folder with ``config.json`` and ``model.safetensors``
 (Hugging Face's layout), read without unpickling anything (safetensors holds raw tensors only).
 
-``config.json`` holds ``model_type: "ada2i"``, the model's :class:`Ada2IConfig` and the run's metadata;
-the safetensors header holds a checksum of every tensor, verified on load, so a damaged or edited file
-is refused, as is a folder whose config is another model's.
+``config.json`` holds ``model_type: "ada2i"``, the model's :class:`Ada2IConfig`, ``id2label`` and
+``label2id`` (class names, as Hugging Face configs hold them) and the run's metadata; the safetensors
+header holds a checksum of every tensor, verified on load, so a damaged or edited file is refused, as
+is a folder whose config is another model's. ``featuriser/``, when present, is the featuriser of the
+corpus the model was trained on (``data.featuriser``): what turns new conversations into its inputs.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,23 +22,45 @@ from .torch_file import check_weights, tensor_digest
 
 MODEL_TYPE = "ada2i"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
+FEATURISER = "featuriser"  # the folder of the training corpus's featuriser (data.featuriser), when it has one
 _CHECKSUMS = "ada2i_checksums"  # the safetensors header's metadata key
 
 
-def save_pretrained(model, folder, metadata: dict | None = None) -> Path:
-    """Write ``model`` into ``folder`` (created if needed): the weights first, then the config, each atomically."""
+def save_pretrained(model, folder, metadata: dict | None = None, featuriser=None) -> Path:
+    """Write ``model`` into ``folder`` (created if needed): the weights first, then the featuriser (a
+    ``data.featuriser.Featuriser``, copied into ``featuriser/``; without one an older copy is removed),
+    then the config, each atomically."""
     from safetensors.torch import save
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    metadata = metadata or {}
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     digests = {name: tensor_digest(tensor) for name, tensor in state.items()}
     with atomic_open(folder / WEIGHTS) as handle:
         handle.write(save(state, metadata={_CHECKSUMS: json.dumps(digests, sort_keys=True)}))
-    config = {"model_type": MODEL_TYPE, "ada2i_config": model.config.to_dict(), "metadata": metadata or {}}
+    if featuriser is None:
+        shutil.rmtree(folder / FEATURISER, ignore_errors=True)  # a copy an earlier save left
+    else:
+        featuriser.save(folder / FEATURISER)
+    model_config = with_class_names(model.config, metadata)
+    labels = model_config.id2label
+    config = {"model_type": MODEL_TYPE, "ada2i_config": model_config.to_dict(),
+              **({"id2label": {str(i): name for i, name in labels.items()}, "label2id": model_config.label2id}
+                 if labels else {}),
+              "metadata": metadata}
     with atomic_open(folder / CONFIG) as handle:
         handle.write((strict_json(config, indent=2) + "\n").encode())
     return folder
+
+
+def with_class_names(config: Ada2IConfig, metadata: dict) -> Ada2IConfig:
+    """``config``, named with the ``classes`` of the run's metadata when it has no class names of its own
+    (configs written before they held them)."""
+    classes = metadata.get("classes")
+    if config.class_names is not None or not isinstance(classes, list) or len(classes) != config.num_classes:
+        return config
+    return config.replace(class_names=tuple(classes))
 
 
 def is_pretrained_folder(path) -> bool:
@@ -71,7 +96,13 @@ def _read_config(path: Path) -> tuple[Ada2IConfig, dict]:
         raise ValueError(f"{path}: the config of another model (model_type {found!r}, expected {MODEL_TYPE!r})")
     if not isinstance(values.get("ada2i_config"), dict) or not isinstance(values.get("metadata", {}), dict):
         raise ValueError(f"{path}: 'ada2i_config' and 'metadata' must be objects")
-    return Ada2IConfig.from_dict(values["ada2i_config"], str(path)), values.get("metadata", {})
+    metadata = values.get("metadata", {})
+    config = with_class_names(Ada2IConfig.from_dict(values["ada2i_config"], str(path)), metadata)
+    id2label = values.get("id2label")
+    if id2label is not None and id2label != {str(i): name for i, name in config.id2label.items()}:
+        raise ValueError(f"{path}: id2label {id2label} disagrees with the class names of 'ada2i_config' "
+                         f"{list(config.class_names or ())} (the file was edited); refusing it")
+    return config, metadata
 
 
 def _read_weights(path: Path) -> tuple[dict, dict]:

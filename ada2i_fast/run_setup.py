@@ -91,7 +91,8 @@ def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2ICo
     if missing:
         raise ValueError(f"the data has no modality {missing[0]!r} (it has {corpus.modalities!r})")
     model_config = model_config.replace(
-        input_dims={m: corpus.dims[m] for m in model_config.modalities}, num_classes=len(corpus.classes)
+        input_dims={m: corpus.dims[m] for m in model_config.modalities}, num_classes=len(corpus.classes),
+        class_names=tuple(corpus.classes),
     )
     return model_config, recipe_from_args(args)
 
@@ -127,9 +128,9 @@ def new_run(args: argparse.Namespace, context: Context = SINGLE, corpora: dict |
     corpus, model_config, train_config, identity = context.on_every_rank(load)
     context.agree(identity, "loaded other data than rank 0 (their fingerprints differ); every process needs the "
                   "same --data")
-    run_info = dict(dataset=args.dataset, data=corpus.source, size=args.size, task=args.task,
-                    synthetic=args.synthetic, classes=list(corpus.classes), data_identity=identity,
-                    run_id=uuid.uuid4().hex)
+    synthetic = {} if args.data else dict(size=args.size, synthetic=args.synthetic)  # what made the corpus
+    run_info = dict(dataset=args.dataset, data=corpus.source, **synthetic, task=args.task,
+                    classes=list(corpus.classes), data_identity=identity, run_id=uuid.uuid4().hex)
     locks = []
 
     def make_out() -> tuple[str, str]:
@@ -180,7 +181,7 @@ def resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, conte
     data = None if run_info["data"].startswith("synthetic") else run_info["data"]
 
     def load() -> Corpus:
-        corpus = open_corpus(run_info["dataset"], data, seed=train_config.seed, size=run_info["size"],
+        corpus = open_corpus(run_info["dataset"], data, seed=train_config.seed, size=run_info.get("size", 1.0),
                              task=run_info["task"], synthetic=run_info.get("synthetic", "redundant"),
                              announce=context.is_main)
         if data_identity(corpus) != run_info["data_identity"]:

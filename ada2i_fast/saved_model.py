@@ -16,8 +16,10 @@ from .model import Ada2I
 def add_saved_model_flags(parser: argparse.ArgumentParser) -> None:
     """--checkpoint, --data, --dataset, --split and --device, as every command on a saved model takes them."""
     parser.add_argument("--checkpoint", required=True,
-                        help="a training run's folder (its best.pt, or its last.pt before any epoch ended), its best.pt "
-                        "or last.pt (the current weights), or an authors' checkpoint")
+                        help="a training run's folder (its model/ once the run has finished, else its best.pt, or "
+                        "its last.pt before any epoch ended), a model folder (config.json + model.safetensors: a run's "
+                        "model/ or save_pretrained's), a run's best.pt or last.pt (the current weights), or an "
+                        "authors' checkpoint")
     add_data_flag(parser, "legacy pickle, cache or transcript corpus to apply the model to; without it and "
                   "$ADA2I_DATA, the data recorded in the checkpoint")
     parser.add_argument("--dataset", choices=tuple(DATASETS), default=None,

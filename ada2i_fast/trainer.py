@@ -300,7 +300,10 @@ class Trainer:
         ))
 
     def finish(self) -> dict:
-        """The test report of the best-dev state; ``summary.json`` and ``training.png``."""
+        """The test report of the best-dev state; ``summary.json``, ``training.png`` and ``model/`` (with a
+        copy of the corpus's featuriser, when it has one: the folder alone predicts on new conversations)."""
+        from .data.featuriser import FeaturiserError, corpus_featuriser
+
         if self.best_state is None:
             raise NonFiniteTraining("no epoch produced a finite model; nothing to report")
         self.model.load_state_dict(self.best_state)
@@ -319,9 +322,13 @@ class Trainer:
         )
         out = self.out
         if self.context.is_main:
+            try:
+                featuriser = corpus_featuriser(self.corpus.source)
+            except FeaturiserError:  # none (synthetic, legacy, older corpus): the pipeline says why when asked
+                featuriser = None
             self.model.save_pretrained(out / MODEL_FOLDER, metadata=dict(
                 self.run_info, epoch=self.best_epoch, dev_weighted_f1=self.best_f1,
-                train_config=self.train_config.to_dict()))
+                train_config=self.train_config.to_dict()), featuriser=featuriser)
             write_json_atomic(out / "summary.json", summary)
             plot_training(self.history, out / "training.png", title=f"Ada2I on {self.corpus.source}")
             if not self.train_config.keep_last:

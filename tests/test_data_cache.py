@@ -134,7 +134,7 @@ def _rewrite_manifest(directory, edit):
     """Edit a manifest and give it a matching checksum, as a careful hand (or an older version) would."""
     manifest = json.loads((directory / MANIFEST).read_text())
     edit(manifest)
-    manifest["checksum"] = cache_module._checksum(manifest)
+    manifest["checksum"] = cache_module.manifest_checksum(manifest)
     (directory / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -280,7 +280,7 @@ def _cache_errors(tmp_path):
 
     def nan_features_with_a_matching_hash(directory):
         np.save(npy(directory), np.full_like(np.load(npy(directory)), np.nan))
-        digest = cache_module._array_sha256(np.load(npy(directory)))
+        digest = cache_module.array_sha256(np.load(npy(directory)))
         _rewrite_manifest(directory, lambda m: m["splits"]["train"]["arrays"]["t"].update(sha256=digest))
 
     refused("pickle", lambda d: (d / MANIFEST).write_text("{"))

@@ -1,8 +1,9 @@
 """The conversation corpus builder: audio features that carry what the text does not, the feature
 cache surviving an interruption, a local sentence-transformers model, and bad audio."""
 
-import csv
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,54 +15,10 @@ from ada2i_fast import train  # noqa: E402
 from ada2i_fast.data import load_corpus  # noqa: E402
 from ada2i_fast.data import conversations  # noqa: E402
 from ada2i_fast.data.conversations import AudioError, build_conversation_corpus, main  # noqa: E402
-
-RATE = 16_000
-CLASSES = ("angry", "calm", "happy")
-PITCH_HZ = {"calm": 110.0, "happy": 220.0, "angry": 330.0}
-LOUDNESS = {"calm": 0.05, "happy": 0.2, "angry": 0.6}
-SENTENCES = ("okay let us see", "i will tell you later", "that is what he said", "well here we are")
-TINY = ["--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--lr", "3e-3", "--quiet"]
-
-
-def _speech_like(label, rng, seconds=0.4):
-    """A voiced syllable: a harmonic tone with vibrato under a rise-and-fall envelope, plus noise;
-    its pitch and loudness depend on the class."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    f0 = PITCH_HZ[label] * rng.uniform(0.92, 1.08) * (1 + 0.03 * np.sin(2 * np.pi * 4 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / RATE
-    harmonics = sum(np.sin(k * phase) / k for k in range(1, 6))
-    envelope = np.sin(np.pi * t / seconds)
-    loudness = LOUDNESS[label] * rng.uniform(0.8, 1.2)
-    return (loudness * envelope * harmonics / 2 + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
-
-
-def _write_conversations(folder, sizes, seed=0):
-    """Generic-layout CSVs whose text never depends on the label, and a wav per utterance."""
-    rng = np.random.default_rng(seed)
-    (folder / "audio").mkdir(parents=True)
-    for split, (dialogues, length) in sizes.items():
-        rows = []
-        for d in range(dialogues):
-            for u in range(length):
-                label = CLASSES[rng.integers(len(CLASSES))]
-                audio = f"audio/{split}_{d}_{u}.wav"
-                soundfile.write(folder / audio, _speech_like(label, rng), RATE)
-                rows.append(dict(dialogue=d, position=u, speaker="ab"[u % 2], text=SENTENCES[rng.integers(4)],
-                                 label=label, audio=audio))
-        _write_csv(folder / f"{split}.csv", rows)
-    return folder
-
-
-def _write_csv(path, rows):
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _rows(path):
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+from fixtures.conversations import (  # noqa: E402
+    CLASSES, RATE, SENTENCES, TINY, read_csv, speech_like, tiny_sentence_model, write_conversations, write_csv,
+    write_meld_clips,
+)
 
 
 def _build(folder, **options):
@@ -71,11 +28,11 @@ def _build(folder, **options):
 
 @pytest.fixture
 def small(tmp_path):
-    return _write_conversations(tmp_path / "small", {"train": (4, 3), "dev": (2, 3), "test": (2, 3)})
+    return write_conversations(tmp_path / "small", {"train": (4, 3), "dev": (2, 3), "test": (2, 3)})
 
 
 def test_audio_carries_the_label_that_the_text_does_not(tmp_path, capsys):
-    data = _write_conversations(tmp_path / "data", {"train": (30, 4), "dev": (8, 4), "test": (12, 4)})
+    data = write_conversations(tmp_path / "data", {"train": (30, 4), "dev": (8, 4), "test": (12, 4)})
     out = tmp_path / "corpus"
     main(["--csv-dir", str(data), "--layout", "generic", "--audio-column", "audio", "--text-dim", "8",
           "--workers", "2", "--out", str(out)])
@@ -122,6 +79,30 @@ def test_a_rebuild_after_an_interruption_extracts_only_what_is_missing(small, mo
     np.testing.assert_array_equal(again.splits["test"].features["a"], first.splits["test"].features["a"])
 
 
+def test_the_extraction_bar_counts_each_file_as_it_finishes(small, monkeypatch):
+    """The first file finishes last: the bar has counted every other file before it does (a pool's
+    ordered map counts none until the first is done)."""
+    paths = sorted((small / "audio").glob("*.wav"))[:4]
+    others_counted = threading.Event()
+
+    class Bar(conversations.tqdm):
+        def update(self, n=1):
+            super().update(n)
+            if self.n == len(paths) - 1:
+                others_counted.set()
+
+    def extract(path, key, feature_set, cache_dir):
+        if path == paths[0]:
+            return "after the others were counted" if others_counted.wait(timeout=10) else "counted in order"
+        return None
+
+    monkeypatch.setattr(conversations, "ProcessPoolExecutor", ThreadPoolExecutor)
+    monkeypatch.setattr(conversations, "extract_one", extract)
+    monkeypatch.setattr(conversations, "tqdm", Bar)
+    results = conversations._run_extraction(paths, ["key"] * 4, "eGeMAPSv02", small / "cache", workers=4)
+    assert results == ["after the others were counted", None, None, None]
+
+
 def test_a_damaged_or_edited_cache_file_is_one_error_naming_it(small):
     _build(small)
     first, second = sorted((small / "features").glob("*.npz"))[:2]
@@ -139,11 +120,11 @@ def test_a_damaged_or_edited_cache_file_is_one_error_naming_it(small):
 def test_visual_vectors_are_read_per_utterance_and_standardised_with_train(small):
     rng = np.random.default_rng(0)
     for split in ("train", "dev", "test"):
-        rows = _rows(small / f"{split}.csv")
+        rows = read_csv(small / f"{split}.csv")
         for i, row in enumerate(rows):
             row["face"] = f"audio/{split}_{i}.npy"
             np.save(small / row["face"], rng.normal(5.0, 2.0, size=(1, 6)))
-        _write_csv(small / f"{split}.csv", rows)
+        write_csv(small / f"{split}.csv", rows)
     built = _build(small, visual_column="face")
     assert built.corpus.dims == {"a": 88, "t": 4, "v": 6}
     np.testing.assert_allclose(built.corpus.splits["train"].features["v"].mean(axis=0), 0, atol=1e-5)
@@ -153,40 +134,14 @@ def test_visual_vectors_are_read_per_utterance_and_standardised_with_train(small
         _build(small, visual_column="face")
 
 
-def _tiny_sentence_model(folder):
-    """A randomly initialised 1-layer BERT with a word-level tokenizer, saved as a sentence-transformers model."""
-    from sentence_transformers import SentenceTransformer
-    from tokenizers import Tokenizer, pre_tokenizers
-    from tokenizers.models import WordLevel
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    words = sorted({w for s in SENTENCES for w in s.split()})
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=12, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=24, max_position_embeddings=32)
-    BertModel(config).save_pretrained(folder / "bert")
-    fast.save_pretrained(folder / "bert")
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.models import Pooling, Transformer
-    transformer = Transformer(str(folder / "bert"), max_seq_length=16)
-    SentenceTransformer(modules=[transformer, Pooling(12)], device="cpu").save(str(folder / "model"))
-    return folder / "model"
-
-
 def test_a_local_sentence_transformers_model_gives_the_text_features(small, tmp_path, monkeypatch):
     pytest.importorskip("sentence_transformers")
-    model = _tiny_sentence_model(tmp_path)
+    model = tiny_sentence_model(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt fails instead of reaching the network
     built = _build(small, text_model=model)
     train_split = built.corpus.splits["train"]
     assert built.corpus.dims == {"a": 88, "t": 12}
-    texts = [row["text"] for row in _rows(small / "train.csv")]  # corpus order is file order here
+    texts = [row["text"] for row in read_csv(small / "train.csv")]  # corpus order is file order here
     first = texts.index(texts[0], 1)  # a later utterance with the same sentence gets the same embedding
     np.testing.assert_allclose(train_split.features["t"][first], train_split.features["t"][0], rtol=1e-5)
     assert built.source["text"]["extractor"] == "sentence-transformers"
@@ -196,9 +151,9 @@ def test_a_local_sentence_transformers_model_gives_the_text_features(small, tmp_
 
 def _replace_audio(folder, row, name, samples=None, raw=None):
     """Point train row ``row`` at audio file ``name``, written from ``samples`` (or bytes ``raw``)."""
-    rows = _rows(folder / "train.csv")
+    rows = read_csv(folder / "train.csv")
     rows[row]["audio"] = f"audio/{name}"
-    _write_csv(folder / "train.csv", rows)
+    write_csv(folder / "train.csv", rows)
     if samples is not None:
         soundfile.write(folder / "audio" / name, samples, RATE)
     elif raw is not None:
@@ -212,16 +167,16 @@ def test_missing_and_unreadable_audio_are_one_error_naming_the_file(small):
     _replace_audio(small, 2, "garbage.wav", raw=b"RIFF not really a wave file")
     with pytest.raises(AudioError, match=r"unreadable audio file .*audio/garbage\.wav"):
         _build(small)
-    rows = _rows(small / "dev.csv")
+    rows = read_csv(small / "dev.csv")
     rows[1]["audio"] = ""
-    _write_csv(small / "dev.csv", rows)
+    write_csv(small / "dev.csv", rows)
     with pytest.raises(ValueError, match=r"dev\.csv, line 3: empty 'audio'"):
         _build(small)
 
 
 def test_silent_and_too_short_audio_stop_the_build_or_are_skipped_and_listed(small, capsys):
     _replace_audio(small, 0, "silent.wav", np.zeros(RATE // 2, np.float32))
-    _replace_audio(small, 4, "short.wav", _speech_like("happy", np.random.default_rng(0), seconds=0.05))
+    _replace_audio(small, 4, "short.wav", speech_like("happy", np.random.default_rng(0), seconds=0.05))
     with pytest.raises(AudioError, match=r"2 utterance\(s\) have unusable audio: .*silent\.wav \(silent .*"
                                          r"short\.wav \(too short \(0\.050 s < 0\.1 s\)\).*--skip-bad-audio"):
         _build(small)
@@ -246,27 +201,13 @@ def test_other_containers_need_ffmpeg_and_low_rates_are_refused(small, monkeypat
     with pytest.raises(AudioError, match=r"phone\.wav: sample rate 4000 Hz, under the 8000 Hz"):
         _build(small)
     rng = np.random.default_rng(1)
-    high = np.interp(np.arange(int(0.4 * 44_100)) / 44_100, np.arange(6400) / RATE, _speech_like("calm", rng))
+    high = np.interp(np.arange(int(0.4 * 44_100)) / 44_100, np.arange(6400) / RATE, speech_like("calm", rng))
     soundfile.write(small / "audio" / "phone.wav", high, 44_100)
     assert _build(small).corpus.splits["train"].num_utterances == 12  # resampled to 16 kHz
 
 
 def test_meld_layout_finds_the_raw_clips_by_dialogue_and_utterance(tmp_path):
-    columns = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"]
-    rng = np.random.default_rng(0)
-    for split in ("train", "dev", "test"):
-        (tmp_path / "clips" / split).mkdir(parents=True)
-        rows = []
-        for d, u in ((0, 1), (0, 0), (3, 0)):
-            label = ("neutral", "joy", "anger")[len(rows)]
-            rows.append({"Sr No.": len(rows), "Utterance": SENTENCES[u], "Speaker": "Joey", "Emotion": label,
-                         "Sentiment": "-", "Dialogue_ID": d, "Utterance_ID": u})
-            soundfile.write(tmp_path / "clips" / split / f"dia{d}_utt{u}.wav",
-                            _speech_like(("calm", "happy", "angry")[len(rows) - 1], rng), RATE)
-        with open(tmp_path / f"{split}_sent_emo.csv", "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+    write_meld_clips(tmp_path)
     built = build_conversation_corpus(tmp_path, "meld", audio_dir=tmp_path / "clips", text_dim=2,
                                       feature_cache=tmp_path / "features", workers=1)
     assert built.corpus.splits["dev"].dialogue_ids == ("dev_0", "dev_3")

@@ -176,3 +176,34 @@ def test_a_model_restricted_to_some_modalities_drops_the_others(compat):
     for bad in ("tx", "tt", ""):
         with pytest.raises(ValueError, match="expected distinct letters among the model's 'atv'"):
             model.restricted_to(bad)
+
+
+def _reordered(model, order):
+    """``model`` with its modalities in ``order``: the stacked AFW weights and the head's column blocks permuted."""
+    config = model.config.replace(modalities=order)
+    index = torch.tensor([model.config.modalities.index(m) for m in order])
+    classes, hidden = config.num_classes, config.hidden
+    state = {}
+    for name, value in model.state_dict().items():
+        if name.startswith("afw."):
+            value = value.index_select(0, index)
+        elif name == "head.fc_out.weight":
+            value = value.reshape(classes, len(order), hidden).index_select(1, index).reshape(classes, -1)
+        state[name] = value
+    reordered = Ada2I(config)
+    reordered.load_state_dict(state)
+    return reordered.eval()
+
+
+def test_the_modality_order_is_the_afw_chain_order_as_the_modalities_help_says():
+    """Two modalities: ta is at with its weights permuted (the same function); three: avt is another model."""
+    torch.manual_seed(0)
+    two = Ada2I(tiny_config(modalities="at", beta=0.0)).eval()
+    batch = random_batch(two.config, [5, 3])
+    torch.testing.assert_close(_reordered(two, "ta").predict(batch).probabilities, two.predict(batch).probabilities)
+    three = Ada2I(tiny_config(modalities="atv", beta=0.0)).eval()
+    for layer in three.afw.layers:  # a large attention term, so that the chain products decide the output
+        layer.rank_weight.data.mul_(3.0)
+    batch = random_batch(three.config, [5, 3])
+    difference = _reordered(three, "avt").predict(batch).probabilities - three.predict(batch).probabilities
+    assert difference.abs().max() > 1e-3

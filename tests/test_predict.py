@@ -55,6 +55,19 @@ def test_predict_gives_contributions_that_reproduce_its_logits_and_labels(compat
     assert model.training and not model.head._forward_pre_hooks  # mode restored, nothing left hooked
 
 
+def test_a_prediction_names_its_classes_and_its_modality_axis():
+    config = tiny_config(modalities="ta", num_classes=3, class_names=("calm", "happy", "angry"))
+    prediction = Ada2I(config).predict(random_batch(config, [4, 2]))
+    assert prediction.modalities == "ta" and prediction.class_names == ("calm", "happy", "angry")
+    assert prediction.label_names() == [config.class_names[i] for i in prediction.labels.tolist()]
+    shares = prediction.contributions_by_modality()
+    assert list(shares) == ["t", "a"] and torch.equal(shares["a"], prediction.contributions[:, 1])
+    torch.testing.assert_close((sum(shares.values()) + prediction.bias).softmax(-1), prediction.probabilities)
+    unnamed = Ada2I(tiny_config()).predict(random_batch(tiny_config(), [3]))
+    with pytest.raises(ValueError, match="this model's classes are unnamed"):
+        unnamed.label_names()
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("predict") / "run"

@@ -1,6 +1,8 @@
 """A safe columnar cache of a legacy pickle: one .npy per array per split plus a JSON manifest.
 
-Layout: ``<dir>/manifest.json`` and ``<dir>/<split>/{a,t,v,labels,speakers,offsets}.npy``.
+Layout: ``<dir>/manifest.json`` and ``<dir>/<split>/{a,t,v,labels,speakers,offsets}.npy``, and for a
+corpus built from transcripts ``<dir>/featuriser/``, what made its features (``data.featuriser``; the
+manifest records its checksum; corpora written before it have none).
 Arrays load with ``allow_pickle=False`` (features memory-mapped). The manifest records where the
 data came from (a legacy pickle's path, size and sha256, to notice a changed source; or the
 transcript files a corpus was built from), every array's shape, dtype and sha256 (verified on
@@ -38,6 +40,7 @@ TRANSCRIPTS = "transcripts"
 CONVERSATIONS = "conversations"
 ARRAY_KEYS = (*ORDER, "labels", "speakers", "offsets")
 REQUIRED_KEYS = ("labels", "speakers", "offsets")
+FEATURISER = "featuriser"  # the folder of a transcript corpus's featuriser (data.featuriser)
 
 
 class CacheError(ValueError):
@@ -126,13 +129,15 @@ def file_record(path: str | PathLike) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
 
 
-def write_cache(corpus: Corpus, directory: str | PathLike, *, source: dict, task: str = "7class") -> None:
-    """Write ``corpus`` with ``source`` (a JSON record of where it came from, with a ``kind``);
-    atomic (built in a temp dir, then renamed). Folders and files follow the umask."""
+def write_cache(corpus: Corpus, directory: str | PathLike, *, source: dict, task: str = "7class",
+                featuriser=None) -> None:
+    """Write ``corpus`` with ``source`` (a JSON record of where it came from, with a ``kind``) and
+    ``featuriser`` (a ``data.featuriser.Featuriser``, what made its features; None: unknown); atomic
+    (built in a temp dir, then renamed). Folders and files follow the umask."""
     directory = Path(directory)
     check_replaceable(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_temp_dir(directory)
+    tmp = new_temp_dir(directory)
     try:
         splits = {}
         for name, split in corpus.splits.items():
@@ -141,8 +146,12 @@ def write_cache(corpus: Corpus, directory: str | PathLike, *, source: dict, task
             for key, array in _columns(split).items():
                 array = np.ascontiguousarray(array)
                 np.save(tmp / name / f"{key}.npy", array, allow_pickle=False)
-                arrays[key] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": _array_sha256(array)}
+                arrays[key] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": array_sha256(array)}
             splits[name] = {"dialogue_ids": list(split.dialogue_ids), "arrays": arrays}
+        featuriser_record = None if featuriser is None else {
+            "folder": FEATURISER, "checksum": featuriser.save(tmp / FEATURISER), "modalities": featuriser.modalities,
+            "text": featuriser.text.kind,
+        }
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -151,10 +160,11 @@ def write_cache(corpus: Corpus, directory: str | PathLike, *, source: dict, task
             "classes": list(corpus.classes),
             "source": source,
             "splits": splits,
+            **({"featuriser": featuriser_record} if featuriser_record else {}),
         }
-        manifest["checksum"] = _checksum(manifest)
+        manifest["checksum"] = manifest_checksum(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _replace_dir(tmp, directory)
+        replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -186,7 +196,7 @@ def read_manifest(directory: str | PathLike) -> dict:
         raise CacheError(f"{path}: unreadable manifest ({error}); {_rebuild_advice(directory, None)}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CacheError(f"{path}: not an {FORMAT} manifest; {_rebuild_advice(directory, None)}")
-    if manifest.get("checksum") != _checksum(manifest):
+    if manifest.get("checksum") != manifest_checksum(manifest):
         raise CacheError(
             f"{path}: the manifest was modified after it was written (checksum mismatch); "
             f"{_rebuild_advice(directory, manifest)}"
@@ -331,7 +341,7 @@ def _load_array(path: Path, spec: dict, verify: bool, advice: str) -> np.ndarray
             f"{path}: holds {array.dtype}{list(array.shape)}, the manifest says {spec['dtype']}{spec['shape']}; "
             f"{advice}"
         )
-    if verify and _array_sha256(array) != spec["sha256"]:
+    if verify and array_sha256(array) != spec["sha256"]:
         raise CacheError(
             f"{path}: its contents changed after the cache was written (sha256 mismatch: altered, or damaged "
             f"on disk); {advice}"
@@ -339,7 +349,7 @@ def _load_array(path: Path, spec: dict, verify: bool, advice: str) -> np.ndarray
     return array
 
 
-def _array_sha256(array: np.ndarray) -> str:
+def array_sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array)).hexdigest()
 
 
@@ -351,12 +361,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _checksum(manifest: dict) -> str:
+def manifest_checksum(manifest: dict) -> str:
     body = {k: v for k, v in manifest.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _new_temp_dir(directory: Path) -> Path:
+def new_temp_dir(directory: Path) -> Path:
     """An empty sibling of ``directory`` to build in; unlike tempfile.mkdtemp (0o700) it follows the umask."""
     while True:
         tmp = directory.with_name(f".{directory.name}.{os.getpid()}-{secrets.token_hex(4)}")
@@ -367,7 +377,7 @@ def _new_temp_dir(directory: Path) -> Path:
             continue
 
 
-def _replace_dir(tmp: Path, directory: Path) -> None:
+def replace_dir(tmp: Path, directory: Path) -> None:
     """Move ``tmp`` to ``directory``, replacing a stale one; rename(2) cannot replace a non-empty dir."""
     stale = None
     if directory.exists():

@@ -2,7 +2,7 @@
 
     python -m ada2i_fast.data.conversations --csv-dir DIR --layout meld --audio-dir AUDIO --out PATH
     python -m ada2i_fast.data.conversations --csv-dir DIR --layout generic --audio-column wav --out PATH
-    python -m ada2i_fast.train --dataset meld --data PATH --modalities ta
+    python -m ada2i_fast.train --dataset meld --data PATH --modalities at
 
 Transcripts: the CSV layouts and flags of ``data.transcripts`` (read by its code). Audio, one file
 per CSV row:
@@ -20,12 +20,15 @@ goes with it) and listed: printed and recorded in the manifest's ``source.skippe
 
 Audio features are openSMILE functionals, eGeMAPSv02 (88) by default or ``--audio-features
 ComParE_2016`` (6373), extracted by a process pool over ``--workers`` cores (default: all) with a
-progress bar. Each file's features are cached in ``--feature-cache`` (default: ``PATH.features``
+progress bar that counts every file as it finishes. Each file's features are cached in ``--feature-cache`` (default: ``PATH.features``
 beside the corpus, which ``write_cache`` replaces whole) under a key of the file's sha256 and the
 feature set, each vector with its own sha256, verified when read; written atomically, so a rerun
 after an interruption extracts only what is missing.
 ``--visual-column NAME``: a ``.npy`` vector per row (relative to ``--csv-dir``). Audio and visual
 features are standardised with the train split's mean and std.
+
+The corpus keeps its featuriser (``data.featuriser``: the layout, the text featuriser, the audio
+feature set and the standardisations), with which ``predict --csv`` featurises new conversations.
 
 Text features: TF-IDF→SVD as in ``data.transcripts``, the user's ``--embeddings DIR`` (as there), or
 ``--text-model DIR``, a local sentence-transformers model folder (loaded with local files only;
@@ -37,12 +40,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import os
 import shutil
 import subprocess
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from math import gcd
@@ -57,11 +59,12 @@ from ..cli import user_errors_as_one_line
 from ..datasets import SPLITS, TEXT_DIM
 from .cache import CONVERSATIONS, check_replaceable, file_record, write_cache
 from .corpus import Corpus
+from .featuriser import AudioFeatures, Featuriser, SentenceEncoderText, Standardisation, VisualFeatures
 from .memory import check_fits_in_memory, corpus_bytes
 from .transcripts import (
     LAYOUTS, MAX_DIALOGUE_LENGTH, MAX_FIELD_CHARS, Layout, SplitRows, TranscriptError, assemble_corpus,
-    build_parser as transcripts_parser, layout_from_args, read_columns, read_embeddings, read_transcripts,
-    split_paths, tfidf_svd,
+    build_parser as transcripts_parser, layout_from_args, layout_record, read_columns, read_transcripts,
+    split_paths, text_features,
 )
 
 FEATURE_SETS = {"eGeMAPSv02": 88, "ComParE_2016": 6373}  # openSMILE functionals and their widths
@@ -101,6 +104,7 @@ class Built:
     corpus: Corpus
     skipped: list[Skipped]
     source: dict  # what the manifest records of how the corpus was made
+    featuriser: Featuriser  # what made the features, for new conversations
 
 
 def build_conversation_corpus(
@@ -142,17 +146,24 @@ def build_conversation_corpus(
     features = {split: {"a": _in_file_order({u.row: audio[u.audio] for u in utterances[split] if u.audio in audio},
                                             len(rows[split].texts), FEATURE_SETS[audio_features])}
                 for split in SPLITS}
-    for split, x in _text_features(rows, text_model, embeddings, text_dim, seed).items():
+    texts, text = _text_features(rows, text_model, embeddings, text_dim, seed)
+    for split, x in texts.items():
         features[split]["t"] = x
     if visual_column:
         for split, x in _visual_features(csv_dir, layout, split_paths(csv_dir, layout), rows, visual_column,
                                          max_field_chars).items():
             features[split]["v"] = x
-    _standardise(features, rows, ("a", "v"))
+    standardisations = _standardise(features, rows, ("a", "v"))
     corpus = assemble_corpus(layout, classes, rows, features, csv_dir)
     source = _source_record(csv_dir, layout, corpus, audio_features, text_model, embeddings, audio_column,
                             audio_dir, visual_column, problems)
-    return Built(corpus, problems, source)
+    files = {"column": audio_column} if audio_column else {"meld_dir": str(Path(audio_dir).resolve())}
+    featuriser = Featuriser(
+        layout_record(layout, classes), classes, text,
+        audio=AudioFeatures(audio_features, standardisations["a"], files),
+        visual=VisualFeatures(visual_column, standardisations["v"]) if visual_column else None,
+    )
+    return Built(corpus, problems, source, featuriser)
 
 
 # --- audio files ---------------------------------------------------------------------------------------------
@@ -161,20 +172,29 @@ def build_conversation_corpus(
 def _audio_files(csv_dir: Path, layout: Layout, split: str, rows: SplitRows, audio_column: str | None,
                  audio_dir: str | PathLike | None, max_field_chars: int) -> list[Utterance]:
     """Each row's audio file, in file order."""
+    if not audio_column and not (layout.name == "meld" and audio_dir is not None):
+        raise ValueError("name each utterance's audio: --audio-column NAME (a path relative to --csv-dir), "
+                         "or --layout meld with --audio-dir DIR (DIR/{split}/dia{Dialogue_ID}_utt{Utterance_ID}.wav)")
+    clips = Path(audio_dir) / split if audio_dir is not None else None
+    paths = audio_paths(rows, layout, audio_column, clips, base=csv_dir, max_field_chars=max_field_chars)
+    return [Utterance(split, i, rows.lines[i], path) for i, path in enumerate(paths)]
+
+
+def audio_paths(rows: SplitRows, layout: Layout, audio_column: str | None, clips: Path | None, *, base: Path,
+                max_field_chars: int = MAX_FIELD_CHARS) -> list[Path]:
+    """Each row's audio file, in file order: the path in ``audio_column`` (relative to ``base``), else
+    MELD's clip naming, ``clips/dia{Dialogue_ID}_utt{Utterance_ID}.wav``."""
+    optional = (layout.speaker, layout.label)
     if audio_column:
-        names = read_columns(rows.path, layout, (audio_column,), max_field_chars=max_field_chars)[audio_column]
+        names = read_columns(rows.path, layout, (audio_column,), optional=optional,
+                             max_field_chars=max_field_chars)[audio_column]
         if "" in names:
             raise TranscriptError(f"{rows.path}, line {rows.lines[names.index('')]}: empty {audio_column!r}; "
                                   "every utterance needs its audio file")
-        paths = [csv_dir / name for name in names]
-    elif layout.name == "meld" and audio_dir is not None:
-        ids = read_columns(rows.path, layout, ("Dialogue_ID", "Utterance_ID"), max_field_chars=max_field_chars)
-        paths = [Path(audio_dir) / split / f"dia{d}_utt{u}.wav"
-                 for d, u in zip(ids["Dialogue_ID"], ids["Utterance_ID"])]
-    else:
-        raise ValueError("name each utterance's audio: --audio-column NAME (a path relative to --csv-dir), "
-                         "or --layout meld with --audio-dir DIR (DIR/{split}/dia{Dialogue_ID}_utt{Utterance_ID}.wav)")
-    return [Utterance(split, i, rows.lines[i], path) for i, path in enumerate(paths)]
+        return [base / name for name in names]
+    ids = read_columns(rows.path, layout, ("Dialogue_ID", "Utterance_ID"), optional=optional,
+                       max_field_chars=max_field_chars)
+    return [clips / f"dia{d}_utt{u}.wav" for d, u in zip(ids["Dialogue_ID"], ids["Utterance_ID"])]
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -263,17 +283,29 @@ def cache_key(path: Path, feature_set: str) -> str:
 
 def _run_extraction(paths: list[Path], keys: list[str], feature_set: str, cache_dir: Path,
                     workers: int | None) -> list[str | None]:
-    """Extract and cache each file; its problem (why it gives no features) or None, in order."""
+    """Extract and cache each file; its problem (why it gives no features) or None, in order. The
+    progress bar counts each file as it finishes; an error cancels the files not started."""
     if not paths:
         return []
     cache_dir.mkdir(parents=True, exist_ok=True)
     workers = min(workers or os.cpu_count() or 1, len(paths))
-    arguments = (paths, keys, itertools.repeat(feature_set), itertools.repeat(cache_dir))
-    bar = dict(total=len(paths), desc=f"openSMILE {feature_set}", unit="file")
-    if workers == 1:
-        return list(tqdm(map(extract_one, *arguments), **bar))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(extract_one, *arguments, chunksize=max(1, len(paths) // (8 * workers))), **bar))
+    with tqdm(total=len(paths), desc=f"openSMILE {feature_set}", unit="file") as bar:
+        if workers == 1:
+            results = []
+            for path, key in zip(paths, keys):
+                results.append(extract_one(path, key, feature_set, cache_dir))
+                bar.update(1)
+            return results
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(extract_one, path, key, feature_set, cache_dir) for path, key in zip(paths, keys)]
+            try:
+                for future in as_completed(futures):
+                    future.result()  # the first error stops the build
+                    bar.update(1)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+            return [future.result() for future in futures]
 
 
 def extract_one(path: Path, key: str, feature_set: str, cache_dir: Path) -> str | None:
@@ -325,10 +357,15 @@ def _smile(feature_set: str):
 
 
 def _problems_message(problems: list[Skipped]) -> str:
+    return (f"{describe_problems(problems)}; fix or remove them, or pass --skip-bad-audio to drop those utterances "
+            "(they are then listed in the manifest)")
+
+
+def describe_problems(problems: list[Skipped]) -> str:
+    """How many utterances have unusable audio, the first five files and why."""
     shown = "; ".join(f"{s.audio} ({s.reason})" for s in problems[:5])
     more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-    return (f"{len(problems)} utterance(s) have unusable audio: {shown}{more}; fix or remove them, or pass "
-            "--skip-bad-audio to drop those utterances (they are then listed in the manifest)")
+    return f"{len(problems)} utterance(s) have unusable audio: {shown}{more}"
 
 
 def _without(rows: SplitRows, dropped: set[int], split: str) -> SplitRows:
@@ -352,17 +389,13 @@ def _without(rows: SplitRows, dropped: set[int], split: str) -> SplitRows:
 
 
 def _text_features(rows: dict[str, SplitRows], text_model: str | PathLike | None,
-                   embeddings: str | PathLike | None, text_dim: int, seed: int) -> dict[str, np.ndarray]:
-    """One row per CSV row of each split: the sentence model's embeddings, the user's (``embeddings``/{split}.npy)
-    or TF-IDF→SVD fitted on train."""
-    texts = {split: r.texts for split, r in rows.items()}
-    if embeddings is not None:
-        return read_embeddings(Path(embeddings), rows)
+                   embeddings: str | PathLike | None, text_dim: int, seed: int) -> tuple[dict[str, np.ndarray], object]:
+    """One row per CSV row of each split, and the featuriser's text part: the sentence model's embeddings,
+    else those of ``data.transcripts.text_features`` (the user's, or TF-IDF→SVD fitted on train)."""
     if text_model is None:
-        return tfidf_svd(texts, text_dim, seed)
-    model = load_sentence_model(Path(text_model))
-    return {split: model.encode(t, batch_size=64, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
-            for split, t in texts.items()}
+        return text_features(rows, embeddings, text_dim, seed)
+    text = SentenceEncoderText.of(Path(text_model))
+    return {split: text.transform(r.texts, f"sentence encoding, {split}") for split, r in rows.items()}, text
 
 
 def _check_text_options(text_model: str | PathLike | None, embeddings: str | PathLike | None) -> None:
@@ -392,7 +425,7 @@ def _visual_features(csv_dir: Path, layout: Layout, paths: dict[str, Path], rows
         names = read_columns(paths[split], layout, (column,), max_field_chars=max_field_chars)[column]
         vectors[split] = {}
         for i in r.order.tolist():
-            vectors[split][i] = vector = _visual_vector(csv_dir / names[i], dim)
+            vectors[split][i] = vector = visual_vector(csv_dir / names[i], dim)
             dim = len(vector)
     return {split: _in_file_order(vectors[split], len(r.texts), dim) for split, r in rows.items()}
 
@@ -405,7 +438,7 @@ def _in_file_order(vectors: dict[int, np.ndarray], count: int, dim: int) -> np.n
     return out
 
 
-def _visual_vector(path: Path, dim: int | None) -> np.ndarray:
+def visual_vector(path: Path, dim: int | None) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -419,16 +452,16 @@ def _visual_vector(path: Path, dim: int | None) -> np.ndarray:
 
 
 def _standardise(features: dict[str, dict[str, np.ndarray]], rows: dict[str, SplitRows],
-                 modalities: tuple[str, ...]) -> None:
-    """Scale each of ``modalities`` in place with the mean and std of the train split's utterances."""
+                 modalities: tuple[str, ...]) -> dict[str, Standardisation]:
+    """Scale each of ``modalities`` in place with the mean and std of the train split's utterances; returns them."""
+    standardisations = {}
     for m in modalities:
         if m not in features["train"]:
             continue
-        train = features["train"][m][rows["train"].order]
-        mean, std = train.mean(axis=0), train.std(axis=0)
-        std[std < 1e-6] = 1.0  # a constant feature stays constant (zero) instead of dividing by zero
+        standardisations[m] = standardisation = Standardisation.fit(features["train"][m][rows["train"].order])
         for split in features:
-            features[split][m] = ((features[split][m] - mean) / std).astype(np.float32)
+            features[split][m] = standardisation.apply(features[split][m])
+    return standardisations
 
 
 # --- the record and the CLI ----------------------------------------------------------------------------------
@@ -504,7 +537,7 @@ def main(argv=None) -> Built:
         workers=args.workers, skip_bad_audio=args.skip_bad_audio, seed=args.seed, max_field_chars=args.max_field_chars,
         max_dialogue_length=args.max_dialogue_length,
     )
-    write_cache(built.corpus, out, source=built.source)
+    write_cache(built.corpus, out, source=built.source, featuriser=built.featuriser)
     for s in built.skipped:
         print(f"skipped {s.split} line {s.csv_line}: {s.audio} ({s.reason})")
     corpus = built.corpus

@@ -12,9 +12,12 @@ Fields longer than ``--max-field-chars``, dialogues longer than ``--max-dialogue
 corpora larger than the available memory are refused.
 
 Text features are TF-IDF (word 1–2-grams, sublinear tf) followed by TruncatedSVD to ``text_dim``
-columns, both fitted on the training split only, or the user's own embeddings (``{split}.npy``,
-one row per CSV row in file order). The result is a columnar cache (``cache.write_cache``) that
-records its layout, class names, source files and that audio and visual are absent.
+columns, both fitted on the training split only (fewer columns when the training transcripts have
+too few distinct terms, said when it happens), or the user's own embeddings (``{split}.npy``, one
+row per CSV row in file order). The result is a columnar cache (``cache.write_cache``) that records
+its layout, class names, source files and that audio and visual are absent, and keeps its
+featuriser (``data.featuriser``: the layout, the vectoriser's vocabulary and idf, the SVD components),
+with which ``predict --csv`` featurises new conversations.
 """
 
 from __future__ import annotations
@@ -24,16 +27,18 @@ import contextlib
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..cli import user_errors_as_one_line
 from ..datasets import DATASETS, SPLITS, TEXT_DIM
 from .cache import check_replaceable, file_record, write_cache
 from .corpus import Corpus, Split
+from .featuriser import Featuriser, OwnEmbeddingsText, TfidfSvdText, fit_tfidf_svd
 from .memory import check_fits_in_memory, corpus_bytes
 
 MAX_FIELD_CHARS = 131_072  # csv's own default limit
@@ -75,19 +80,32 @@ LAYOUTS = {
 
 @dataclass
 class SplitRows:
-    """One split's rows, in file order; ``order[i]`` is the row of the corpus's utterance i."""
+    """One file's rows, in file order; ``order[i]`` is the row of the corpus's utterance i."""
 
     path: Path
     texts: list[str]
-    labels: list[str]
-    speakers: list[str]
+    labels: list[str] | None  # None: the file has no label column (new conversations to predict)
+    speakers: list[str]  # "" where the file has no speaker column
     lines: list[int]  # each row's line in the file, for error messages
     order: np.ndarray
     dialogue_ids: list[str]
     offsets: np.ndarray
 
 
-def build_transcript_corpus(
+@dataclass(frozen=True)
+class Built:
+    """A corpus and the featuriser that made its features."""
+
+    corpus: Corpus
+    featuriser: Featuriser
+
+
+def build_transcript_corpus(csv_dir: str | PathLike, layout: Layout | str = "meld", **options) -> Corpus:
+    """The corpus of :func:`build_transcripts` (without its featuriser)."""
+    return build_transcripts(csv_dir, layout, **options).corpus
+
+
+def build_transcripts(
     csv_dir: str | PathLike,
     layout: Layout | str = "meld",
     *,
@@ -96,10 +114,10 @@ def build_transcript_corpus(
     seed: int = 0,
     max_field_chars: int = MAX_FIELD_CHARS,
     max_dialogue_length: int = MAX_DIALOGUE_LENGTH,
-) -> Corpus:
-    """The train/dev/test corpus of the transcripts in ``csv_dir`` (modality ``t`` only), validated.
-    A field longer than ``max_field_chars``, a dialogue of more than ``max_dialogue_length``
-    utterances and a corpus whose features would not fit in memory are refused."""
+) -> Built:
+    """The train/dev/test corpus of the transcripts in ``csv_dir`` (modality ``t`` only), validated,
+    and its featuriser. A field longer than ``max_field_chars``, a dialogue of more than
+    ``max_dialogue_length`` utterances and a corpus whose features would not fit in memory are refused."""
     layout = LAYOUTS[layout] if isinstance(layout, str) else layout
     csv_dir = Path(csv_dir)
     rows, classes = read_transcripts(csv_dir, layout, max_field_chars=max_field_chars,
@@ -108,22 +126,27 @@ def build_transcript_corpus(
     check_fits_in_memory(corpus_bytes(utterances, _feature_dim(embeddings, text_dim)),
                          f"a corpus of the {utterances} utterances in {csv_dir}",
                          "choose a smaller --text-dim or fewer transcripts")
-    if embeddings is None:
-        features = tfidf_svd({split: r.texts for split, r in rows.items()}, text_dim, seed)
-    else:
-        features = read_embeddings(Path(embeddings), rows)
-    return assemble_corpus(layout, classes, rows, {split: {"t": x} for split, x in features.items()}, csv_dir)
+    features, text = text_features(rows, embeddings, text_dim, seed)
+    corpus = assemble_corpus(layout, classes, rows, {split: {"t": x} for split, x in features.items()}, csv_dir)
+    return Built(corpus, Featuriser(layout_record(layout, classes), classes, text))
+
+
+def layout_record(layout: Layout, classes: tuple[str, ...]) -> dict:
+    """What a featuriser keeps of the layout: how to read new transcripts, with the corpus's classes."""
+    return asdict(replace(layout, classes=tuple(classes)))
 
 
 def read_transcripts(csv_dir: Path, layout: Layout, *, max_field_chars: int = MAX_FIELD_CHARS,
                      max_dialogue_length: int = MAX_DIALOGUE_LENGTH) -> tuple[dict[str, SplitRows], tuple[str, ...]]:
     """Each split's checked rows and the class names (the layout's, else the training labels, sorted)."""
     limits = dict(max_field_chars=max_field_chars, max_dialogue_length=max_dialogue_length)
-    rows = {split: _read_split(path, layout, split, **limits) for split, path in split_paths(csv_dir, layout).items()}
+    paths = split_paths(csv_dir, layout)
+    rows = {split: _read_split(path, layout, split, **limits)
+            for split, path in tqdm(paths.items(), desc="reading transcripts", unit="file")}
     classes = layout.classes or tuple(sorted(set(rows["train"].labels)))
     class_index = {name: i for i, name in enumerate(classes)}
     for split in SPLITS:
-        _check_labels(rows[split], layout, class_index)
+        check_labels(rows[split], layout, class_index)
     return rows, classes
 
 
@@ -174,10 +197,19 @@ def _read_split(path: Path, layout: Layout, split: str, *, max_field_chars: int,
     if not path.is_file():
         expected = f"--{split}-file" if split in layout.split_files else f"layout {layout.name!r} expects {layout.files!r}"
         raise TranscriptError(f"missing split {split!r}: no file {path} ({expected})")
+    return read_rows(path, layout, id_prefix=(split,), max_field_chars=max_field_chars,
+                     max_dialogue_length=max_dialogue_length)
+
+
+def read_rows(path: Path, layout: Layout, *, id_prefix: tuple[str, ...] = (), optional: tuple[str, ...] = (),
+              max_field_chars: int = MAX_FIELD_CHARS, max_dialogue_length: int = MAX_DIALOGUE_LENGTH) -> SplitRows:
+    """The rows of one transcript file, grouped into dialogues (ids: ``id_prefix`` and the dialogue
+    columns' values, joined by ``_``) and ordered by position. Columns in ``optional`` (the speaker,
+    the label) may be absent from the file."""
     texts, labels, speakers, lines = [], [], [], []
     dialogues: dict[tuple[str, ...], list[tuple[int, int]]] = {}  # dialogue -> (position, row) of its utterances
     with _csv_field_limit(max_field_chars):
-        for line, row in _csv_rows(path, layout):
+        for line, row in _csv_rows(path, layout, optional):
             where = f"{path}, line {line}"
             utterance = (row[layout.text] or "").strip()
             if not utterance:
@@ -188,16 +220,17 @@ def _read_split(path: Path, layout: Layout, split: str, *, max_field_chars: int,
                 raise TranscriptError(f"{where}: {layout.position} {row[layout.position]!r} is not an integer") from None
             dialogues.setdefault(tuple(row[c] for c in layout.dialogue), []).append((position, len(texts)))
             texts.append(utterance)
-            labels.append((row[layout.label] or "").strip())
-            speakers.append((row[layout.speaker] or "").strip())
+            labels.append((row.get(layout.label) or "").strip())
+            speakers.append((row.get(layout.speaker) or "").strip())
             lines.append(line)
+            labelled = layout.label in row  # every row has the header's columns
     if not texts:
         raise TranscriptError(f"{path}: no utterances")
-    order, ids, offsets = _dialogue_order(path, layout, split, dialogues, lines, max_dialogue_length)
-    return SplitRows(path, texts, labels, speakers, lines, order, ids, offsets)
+    order, ids, offsets = _dialogue_order(path, layout, id_prefix, dialogues, lines, max_dialogue_length)
+    return SplitRows(path, texts, labels if labelled else None, speakers, lines, order, ids, offsets)
 
 
-def _dialogue_order(path: Path, layout: Layout, split: str, dialogues: dict, lines: list[int],
+def _dialogue_order(path: Path, layout: Layout, id_prefix: tuple[str, ...], dialogues: dict, lines: list[int],
                     max_dialogue_length: int) -> tuple[np.ndarray, list[str], np.ndarray]:
     """The rows in corpus order (dialogue after dialogue, each by position), the dialogue ids and offsets."""
     order, lengths, ids = [], [], []
@@ -216,16 +249,17 @@ def _dialogue_order(path: Path, layout: Layout, split: str, dialogues: dict, lin
                 )
         order.extend(i for _, i in members)
         lengths.append(len(members))
-        ids.append("_".join((split, *key)))
+        ids.append("_".join((*id_prefix, *key)))
     return np.array(order, dtype=np.int64), ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
-def _csv_rows(path: Path, layout: Layout) -> Iterator[tuple[int, dict]]:
-    """The rows of the UTF-8 CSV file ``path`` with their line numbers, checked for ``layout``'s columns."""
+def _csv_rows(path: Path, layout: Layout, optional: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+    """The rows of the UTF-8 CSV file ``path`` with their line numbers, checked for ``layout``'s columns
+    (but those in ``optional``)."""
     reader = csv.DictReader(io.StringIO(_utf8_text(path), newline=""))
     try:
         wanted = (layout.text, layout.speaker, layout.label, *layout.dialogue, layout.position)
-        missing = [c for c in wanted if c not in (reader.fieldnames or ())]
+        missing = [c for c in wanted if c not in (reader.fieldnames or ()) and c not in optional]
         if missing:
             raise TranscriptError(f"{path}: no column {missing[0]!r} (the file has {reader.fieldnames})")
         for row in reader:
@@ -235,12 +269,13 @@ def _csv_rows(path: Path, layout: Layout) -> Iterator[tuple[int, dict]]:
         raise TranscriptError(f"{path}, line {reader.reader.line_num}: {error}{advice}") from None
 
 
-def read_columns(path: Path, layout: Layout, columns: tuple[str, ...], *,
+def read_columns(path: Path, layout: Layout, columns: tuple[str, ...], *, optional: tuple[str, ...] = (),
                  max_field_chars: int = MAX_FIELD_CHARS) -> dict[str, list[str]]:
-    """Each of ``columns``' values in every row of ``path``, stripped, in file order."""
+    """Each of ``columns``' values in every row of ``path``, stripped, in file order (the layout's
+    columns but those in ``optional`` must be there too)."""
     values: dict[str, list[str]] = {c: [] for c in columns}
     with _csv_field_limit(max_field_chars):
-        for _, row in _csv_rows(path, layout):
+        for _, row in _csv_rows(path, layout, optional):
             for column in columns:
                 if column not in row:
                     raise TranscriptError(f"{path}: no column {column!r} (the file has {list(row)})")
@@ -269,7 +304,7 @@ def _csv_field_limit(chars: int):
         csv.field_size_limit(previous)
 
 
-def _check_labels(rows: SplitRows, layout: Layout, class_index: dict[str, int]) -> None:
+def check_labels(rows: SplitRows, layout: Layout, class_index: dict[str, int]) -> None:
     for i, label in enumerate(rows.labels):
         if label not in class_index:
             raise TranscriptError(
@@ -278,20 +313,17 @@ def _check_labels(rows: SplitRows, layout: Layout, class_index: dict[str, int]) 
             )
 
 
-def tfidf_svd(texts: dict[str, list[str]], text_dim: int, seed: int) -> dict[str, np.ndarray]:
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    train = vectorizer.fit_transform(texts["train"])
-    components = min(text_dim, train.shape[1] - 1, train.shape[0] - 1)
-    if components < 1:
-        raise TranscriptError(f"the training transcripts give {train.shape[1]} distinct terms; too few for features")
-    svd = TruncatedSVD(n_components=components, random_state=seed)
-    out = {"train": svd.fit_transform(train)}
-    for split in texts.keys() - {"train"}:
-        out[split] = svd.transform(vectorizer.transform(texts[split]))
-    return {split: x.astype(np.float32) for split, x in out.items()}
+def text_features(rows: dict[str, SplitRows], embeddings: str | PathLike | None, text_dim: int,
+                  seed: int) -> tuple[dict[str, np.ndarray], TfidfSvdText | OwnEmbeddingsText]:
+    """Each split's text features (one row per CSV row) and the featuriser's text part: the user's
+    embeddings (``embeddings``/{split}.npy), or TF-IDF→SVD fitted on train."""
+    if embeddings is not None:
+        features = read_embeddings(Path(embeddings), rows)
+        return features, OwnEmbeddingsText(str(Path(embeddings).resolve()), features["train"].shape[1])
+    fitted = fit_tfidf_svd(rows["train"].texts, text_dim, seed)
+    features = {split: fitted.train if split == "train" else fitted.transform(r.texts, f"TF-IDF -> SVD, {split}")
+                for split, r in rows.items()}
+    return features, fitted.featuriser()
 
 
 def _feature_dim(embeddings: str | PathLike | None, text_dim: int) -> int:
@@ -389,10 +421,11 @@ def main(argv=None) -> None:
     layout = layout_from_args(args)
     out = Path(args.out)
     check_replaceable(out)
-    corpus = build_transcript_corpus(
+    built = build_transcripts(
         args.csv_dir, layout, text_dim=args.text_dim, embeddings=args.embeddings, seed=args.seed,
         max_field_chars=args.max_field_chars, max_dialogue_length=args.max_dialogue_length,
     )
+    corpus = built.corpus
     source = {
         "kind": "transcripts",
         "layout": layout.name,
@@ -400,7 +433,7 @@ def main(argv=None) -> None:
         "features": "embeddings" if args.embeddings else f"tfidf-svd-{corpus.dims['t']}",
         "files": {split: file_record(path) for split, path in split_paths(Path(args.csv_dir), layout).items()},
     }
-    write_cache(corpus, args.out, source=source)
+    write_cache(corpus, args.out, source=source, featuriser=built.featuriser)
     sizes = ", ".join(f"{name} {s.num_dialogues}/{s.num_utterances}" for name, s in corpus.splits.items())
     print(f"wrote {args.out}: {sizes} (dialogues/utterances), text dim {corpus.dims['t']}, "
           f"classes {', '.join(corpus.classes)}; train with --data {args.out}")
