@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .kernels import modulate_gradients
+from .kernels.modulation import clip_and_modulate
 
 
 def disparity_ratios(scores: Tensor) -> Tensor:
@@ -40,3 +41,28 @@ def apply_modulation(
                 grads.append(p.grad)
                 modality.append(m)
     modulate_gradients(grads, modality, coefficients, noise, generator)
+
+
+def clip_and_modulate_gradients(
+    parameters: list[torch.nn.Parameter],
+    encoder_parameters: list[list[torch.nn.Parameter]],
+    coefficients: Tensor | None,
+    *,
+    max_norm: float,
+    noise: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Clip every gradient to the global 2-norm ``max_norm``, then (unless ``coefficients`` is None)
+    modulate the encoders' as :func:`apply_modulation`, in one fused pass pair on the CPU
+    (``kernels.modulation.clip_and_modulate``). Returns the norm before clipping and each modality's
+    encoder gradient norm between clip and modulation ([M])."""
+    modality_of = {id(p): m for m, params in enumerate(encoder_parameters) for p in params}
+    with_grad = [p for p in parameters if p.grad is not None]
+    modality = [modality_of.get(id(p), -1) for p in with_grad]
+    total_norm, clipped = clip_and_modulate([p.grad for p in with_grad], modality, coefficients, max_norm, noise,
+                                            generator)
+    rows = [i for i, m in enumerate(modality) if m >= 0]
+    squares = torch.zeros(len(encoder_parameters), dtype=clipped.dtype, device=clipped.device)
+    squares.index_add_(0, torch.tensor([modality[i] for i in rows], device=clipped.device),
+                       clipped[rows] ** 2)
+    return total_norm, squares.sqrt()

@@ -63,7 +63,8 @@ def _packed_post_norm_layer(layer: nn.TransformerEncoderLayer, rows: Tensor, mas
     attn, training = layer.self_attn, layer.training
     d, heads = attn.embed_dim, attn.num_heads
     qkv = F.linear(rows, attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = padded_grid(qkv, flat_index, b * t).view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+    grid = padded_grid(qkv, flat_index, b * t).view(b, t, 3, heads, d // heads)
+    q, k, v = grid.permute(2, 0, 3, 1, 4).contiguous()  # head-major once: the batched matmuls copy nothing
     context = attention(q, k, v, mask, attn.dropout if training else 0.0)
     context = real_rows(context.transpose(1, 2).reshape(b * t, d), flat_index)
     rows = layer.norm1(dropout(attn.out_proj(context), layer.dropout1.p, training=training, residual=rows))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
-from .balance import apply_modulation, disparity_ratios, modulation_coefficients
+from .balance import clip_and_modulate_gradients, disparity_ratios, modulation_coefficients
 from .batch import Batch
 from .config import TrainConfig
 from .distributed import SINGLE, Context
@@ -86,17 +86,16 @@ def train_step(
     unimodal, scores, utterances = reduced[len(terms):]
     loss = total_loss(terms)
     extra = {"stop_requested": stop_requested}
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.max_grad_norm)
-    skipped = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
     ratios = disparity_ratios(scores)
     coefficients = modulation_coefficients(ratios, train_config.alpha, train_config.modulation_curve)
+    grad_norm, encoder_norms = clip_and_modulate_gradients(
+        list(model.parameters()), model.encoder_parameters(), coefficients if modulate else None,
+        max_norm=train_config.max_grad_norm, noise=train_config.grad_noise, generator=generator)
     if trace:
-        extra["grad_norm_before"] = encoder_grad_norms(model)
-    if modulate:
-        apply_modulation(model.encoder_parameters(), coefficients, noise=train_config.grad_noise, generator=generator)
-    if trace:
+        extra["grad_norm_before"] = encoder_norms
         extra["grad_norm_after"] = encoder_grad_norms(model)
         before = [[p.detach().clone() for p in params] for params in model.encoder_parameters()]
+    skipped = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
     _step_unless(optimizer, skipped)
     if trace:
         extra["update_norm"] = torch.stack([

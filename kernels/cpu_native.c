@@ -206,15 +206,15 @@ typedef struct {
     int64_t start, count;
 } chunk;
 
-/* Mean and centred sum of squares (double) of scale * g over one chunk: two passes over data in cache. */
-static void chunk_moments(const float *g, int64_t count, float scale, double *mean, double *m2) {
+/* Mean and centred sum of squares (double) of g over one chunk: two passes over data in cache. */
+static void chunk_moments(const float *g, int64_t count, double *mean, double *m2) {
     double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < count; ++i) sum += (double)(scale * g[i]);
+    for (int64_t i = 0; i < count; ++i) sum += (double)g[i];
     double mu = sum / (double)count, squares = 0.0;
 #pragma omp simd reduction(+ : squares)
     for (int64_t i = 0; i < count; ++i) {
-        double d = (double)(scale * g[i]) - mu;
+        double d = (double)g[i] - mu;
         squares += d * d;
     }
     *mean = mu;
@@ -234,18 +234,27 @@ int64_t ada2i_modulation_chunks(int32_t n_tensors, const int64_t *numels, chunk 
     return total;
 }
 
-/* The unbiased std of each tensor from its chunks' moments, combined in chunk order (Chan et al.). */
-static void combine_stds(int32_t n_tensors, const chunk *chunks, int64_t n_chunks, const double *moments, float *stds) {
+/* Per tensor, the mean and the centred sum of squares (double) of its elements: per chunk in
+ * parallel (two passes over data in cache), then the chunks in order (Chan et al.), so the result
+ * does not depend on the number of threads. `work` holds 2 doubles per chunk. */
+void ada2i_moments(int32_t n_tensors, const float *const *grads, const chunk *chunks, int64_t n_chunks,
+                   double *work, double *means, double *m2s) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < n_chunks; ++c) {
+        const chunk *k = &chunks[c];
+        chunk_moments(grads[k->tensor] + k->start, k->count, &work[2 * c], &work[2 * c + 1]);
+    }
     int64_t c = 0;
     for (int32_t t = 0; t < n_tensors; ++t) {
         double count = 0.0, mean = 0.0, m2 = 0.0;
         for (; c < n_chunks && chunks[c].tensor == t; ++c) {
-            double n_b = (double)chunks[c].count, total = count + n_b, delta = moments[2 * c] - mean;
+            double n_b = (double)chunks[c].count, total = count + n_b, delta = work[2 * c] - mean;
             mean += delta * n_b / total;
-            m2 += moments[2 * c + 1] + delta * delta * count * n_b / total;
+            m2 += work[2 * c + 1] + delta * delta * count * n_b / total;
             count = total;
         }
-        stds[t] = (float)sqrt(m2 / (count - 1.0));
+        means[t] = mean;
+        m2s[t] = m2;
     }
 }
 
@@ -265,26 +274,17 @@ static void add_noise(float *g, int64_t count, float s, float sigma, int64_t fir
     }
 }
 
-/* In place, for every tensor t: g <- scale[t] g, and with `noise` g <- g + (std + eps) z, where std is
- * the unbiased std of the scaled g (the value used is written to stds[t]) and z the standard normals
- * of the elements' positions in the concatenated list (offsets[t] is tensor t's first). `moments`
- * holds 2 doubles per chunk. */
-void ada2i_modulate(int32_t n_tensors, float *const *grads, const int64_t *offsets, const float *scale, int noise,
-                    uint64_t seed, float eps, const chunk *chunks, int64_t n_chunks, double *moments, float *stds) {
-    if (noise) {
-#pragma omp parallel for schedule(static)
-        for (int64_t c = 0; c < n_chunks; ++c) {
-            const chunk *k = &chunks[c];
-            chunk_moments(grads[k->tensor] + k->start, k->count, scale[k->tensor], &moments[2 * c], &moments[2 * c + 1]);
-        }
-        combine_stds(n_tensors, chunks, n_chunks, moments, stds);
-    }
+/* In place, for every tensor t: g <- scale[t] g, plus sigma[t] z when sigma is given, z the standard
+ * normals of the elements' positions in the concatenated list (offsets[t] is tensor t's first). */
+void ada2i_scale_and_add_noise(int32_t n_tensors, float *const *grads, const int64_t *offsets, const float *scale,
+                               const float *sigma, uint64_t seed, const chunk *chunks, int64_t n_chunks) {
+    (void)n_tensors;
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < n_chunks; ++c) {
         const chunk *k = &chunks[c];
         float *g = grads[k->tensor] + k->start, s = scale[k->tensor];
-        if (noise) {
-            add_noise(g, k->count, s, stds[k->tensor] + eps, offsets[k->tensor] + k->start, seed);
+        if (sigma) {
+            add_noise(g, k->count, s, sigma[k->tensor], offsets[k->tensor] + k->start, seed);
         } else {
 #pragma omp simd
             for (int64_t i = 0; i < k->count; ++i) g[i] *= s;

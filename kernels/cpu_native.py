@@ -109,8 +109,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ada2i_bf16_to_float.restype = None
     lib.ada2i_threefry4x32.argtypes = [p, p, p]
     lib.ada2i_threefry4x32.restype = None
-    lib.ada2i_modulate.argtypes = [i32, p, p, p, ctypes.c_int, u64, f32, p, i64, p, p]
-    lib.ada2i_modulate.restype = None
+    lib.ada2i_moments.argtypes = [i32, p, p, i64, p, p, p]
+    lib.ada2i_moments.restype = None
+    lib.ada2i_scale_and_add_noise.argtypes = [i32, p, p, p, p, u64, p, i64]
+    lib.ada2i_scale_and_add_noise.restype = None
 
 
 def fits(*tensors: Tensor) -> bool:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .backend import resolve, tl, triton
-from .modulation_native import modulate_gradients_native, takes as takes_native
+from .modulation_native import clip_and_modulate_native, modulate_gradients_native, takes as takes_native
 from .modulation_torch import NOISE_EPS, modulate_gradients_torch
 
 
@@ -170,3 +170,22 @@ def modulate_gradients(
         modulate_gradients_native(grads, modality, coefficients, noise, generator)
     else:
         modulate_gradients_torch(grads, modality, coefficients, noise, generator)
+
+
+def clip_and_modulate(
+    grads: list[Tensor], modality: list[int], coefficients: Tensor | None, max_norm: float, noise: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``torch.nn.utils.clip_grad_norm_`` over ``grads``, then, unless ``coefficients`` is None,
+    :func:`modulate_gradients` over the gradients whose ``modality[i] >= 0``. Returns the total norm
+    before clipping and each gradient's norm between clip and modulation ([T]). On the CPU the native
+    kernels do both in two passes (``modulation_native``)."""
+    if grads and resolve(grads[0].device) == "native" and takes_native(grads):
+        return clip_and_modulate_native(grads, modality, coefficients, max_norm, noise, generator)[:2]
+    total_norm = torch.nn.utils.get_total_norm(grads)
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))  # clip_grad_norm_'s clip
+    clipped_norms = torch.stack(torch._foreach_norm(grads)) if grads else total_norm.new_zeros(0)
+    if coefficients is not None:
+        modulated = [(g, m) for g, m in zip(grads, modality) if m >= 0]
+        modulate_gradients([g for g, _ in modulated], [m for _, m in modulated], coefficients, noise, generator)
+    return total_norm, clipped_norms

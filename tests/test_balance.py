@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from ada2i_fast import Ada2I
-from ada2i_fast.balance import apply_modulation, disparity_ratios, modulation_coefficients
-from ada2i_fast.kernels import backend, modulation_torch
+from ada2i_fast.balance import apply_modulation, clip_and_modulate_gradients, disparity_ratios, modulation_coefficients
+from ada2i_fast.kernels import backend, modulation_torch, use_backend
 from ada2i_fast.step import train_step
 from conftest import random_batch, tiny_config, tiny_step_inputs
 
@@ -131,3 +131,24 @@ def test_training_step_never_syncs_on_cuda():
         train_step(model, batch, optimizer, recipe, modulate=True, generator=generator)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e6])  # clipping, and a norm under the limit
+def test_fused_clip_and_modulation_equal_the_clip_then_the_modulation(max_norm):
+    torch.manual_seed(0)
+    models = [Ada2I(tiny_config()) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    for p, q in zip(*(m.parameters() for m in models)):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    k = torch.tensor([0.3, 1.0, 0.7])
+    with use_backend("native"):
+        norm, encoder_norms = clip_and_modulate_gradients(list(models[0].parameters()), models[0].encoder_parameters(),
+                                                          k, max_norm=max_norm, noise=False)
+    want_norm = torch.nn.utils.clip_grad_norm_(models[1].parameters(), max_norm)
+    want_encoder_norms = [torch.cat([p.grad.flatten() for p in params]).norm() for params in models[1].encoder_parameters()]
+    apply_modulation(models[1].encoder_parameters(), k, noise=False)
+    torch.testing.assert_close(norm, want_norm, rtol=1e-6, atol=0)
+    torch.testing.assert_close(encoder_norms, torch.stack(want_encoder_norms), rtol=1e-5, atol=0)
+    for p, q in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-12)
