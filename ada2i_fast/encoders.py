@@ -51,6 +51,8 @@ class TransformerEncoder(nn.Module):
             return self.lin_out(self.transformer_encoder(x))
         b, t, d = x.shape
         rows = x.reshape(b * t, d).index_select(0, flat_index)
+        if torch.is_autocast_enabled(rows.device.type):  # the residual stream in the autocast dtype: no casts
+            rows = rows.to(torch.get_autocast_dtype(rows.device.type))
         for layer in self.transformer_encoder.layers:
             rows = _packed_post_norm_layer(layer, rows, mask, flat_index)
         return padded_grid(self.lin_out(rows), flat_index, b * t).view(b, t, -1)
@@ -62,11 +64,10 @@ def _packed_post_norm_layer(layer: nn.TransformerEncoderLayer, rows: Tensor, mas
     b, t = mask.shape
     attn, training = layer.self_attn, layer.training
     d, heads = attn.embed_dim, attn.num_heads
-    qkv = F.linear(rows, attn.in_proj_weight, attn.in_proj_bias)
-    grid = padded_grid(qkv, flat_index, b * t).view(b, t, 3, heads, d // heads)
-    q, k, v = grid.permute(2, 0, 3, 1, 4).contiguous()  # head-major once: the batched matmuls copy nothing
-    context = attention(q, k, v, mask, attn.dropout if training else 0.0)
-    context = real_rows(context.transpose(1, 2).reshape(b * t, d), flat_index)
+    qkv = F.linear(rows, attn.in_proj_weight, attn.in_proj_bias).view(-1, 3, heads, d // heads).permute(1, 2, 0, 3)
+    q, k, v = padded_grid(qkv, flat_index, b * t, dim=2).view(3, heads, b, t, d // heads)  # head-major grids
+    context = attention(q, k, v, mask[None, :, None, :], attn.dropout if training else 0.0)  # [heads, B, T, d_head]
+    context = real_rows(context.view(heads, b * t, d // heads), flat_index, 1).transpose(0, 1).reshape(-1, d)
     rows = layer.norm1(dropout(attn.out_proj(context), layer.dropout1.p, training=training, residual=rows))
     hidden = dropout(layer.linear1(rows), layer.dropout.p, training=training, relu=True)
     return layer.norm2(dropout(layer.linear2(hidden), layer.dropout2.p, training=training, residual=rows))

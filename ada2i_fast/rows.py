@@ -30,4 +30,4 @@ def padded_grid(rows: Tensor, index: Tensor, size: int, dim: int = 0) -> Tensor:
     """A grid of ``size`` zero rows along ``dim`` holding ``rows`` at ``index``."""
     shape = list(rows.shape)
     shape[dim] = size
-    return rows.new_zeros(shape).index_copy(dim, index, rows)
+    return rows.new_zeros(shape).index_copy_(dim, index, rows)

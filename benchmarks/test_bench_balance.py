@@ -1,8 +1,8 @@
 """Modality balancing ops: the gradient modulation and the AMW head with the disparity scores.
 
-Modulation: ``modulate_gradients`` (torch path; Triton on CUDA) against the public code's way, a
-per-parameter loop with a ``.std().item()`` host sync each, over the encoder gradients of the
-iemocap preset. AMW: forward + backward of the head with the scores (torch twin; Triton on CUDA)
+Modulation: ``modulate_gradients`` (the native C kernel on the CPU, its torch twin, Triton on CUDA)
+against the public code's way, a per-parameter loop with a ``.std().item()`` host sync each, over
+the encoder gradients of the iemocap preset. AMW: forward + backward of the head with the scores (torch twin; Triton on CUDA)
 against an unfused per-modality composition of torch ops. Every entry records the roofline counts of
 its op (``roofline.py``), the same for all implementations of a group.
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ada2i_fast.kernels import amw_head, modulate_gradients, use_backend
+from ada2i_fast.kernels import amw_head, cpu_native, modulate_gradients, use_backend
 from roofline import amw_head_cost, modulation_cost, record
 
 SMOKE = os.environ.get("ADA2I_BENCH_SMOKE") == "1"
@@ -31,6 +31,8 @@ N_CLASSES = 6
 NOISE_EPS = 1e-8
 
 needs_cuda = pytest.mark.skipif(DEVICE.type != "cuda", reason="Triton variants run on CUDA only")
+needs_native = pytest.mark.skipif(DEVICE.type != "cpu" or not cpu_native.available(),
+                                  reason="the native kernels run on the CPU, with a C compiler")
 
 
 def encoder_grad_shapes(d: int, n_layers: int = 2) -> list[tuple[int, ...]]:
@@ -70,6 +72,7 @@ def _fused_modulation(backend):
 MODULATIONS = {
     "per_parameter_item": per_parameter_modulation,
     "fused_torch": _fused_modulation("torch"),
+    "fused_native": pytest.param(_fused_modulation("native"), marks=needs_native),
     "fused_triton": pytest.param(_fused_modulation("triton"), marks=needs_cuda),
 }
 

@@ -1,11 +1,11 @@
 """Scaled dot-product attention over a dialogue's utterances with padded keys masked and dropout on
-the attention weights: ``dropout(softmax(q kᵀ / √d, mask)) v``, [B, heads, T, d_head].
+the attention weights: ``dropout(softmax(q kᵀ / √d, mask)) v``, [..., T, d_head].
 
 Without dropout torch's fused attention runs. With it, on CUDA (``triton``) torch's fused attention
 with its own dropout; on the CPU (``native``) :class:`_DropoutAttention`, whose backward pass
 recomputes the dropped weights from the softmax output and the dropout seed
 (``kernels.dropout``), so a step keeps one [B, heads, T, T] tensor per attention instead of two
-(and torch's CPU attention would draw a ``bernoulli_`` mask over every weight). Elsewhere
+(torch's CPU attention would draw a ``bernoulli_`` mask over every weight). Elsewhere
 (``torch``) the same ops unfused.
 """
 
@@ -44,10 +44,9 @@ def _masked_softmax(q: Tensor, k: Tensor, key_mask: Tensor) -> Tensor:
     return torch.softmax(scores.masked_fill(~key_mask, float("-inf")), dim=-1)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, p: float = 0.0) -> Tensor:
-    """Attention of ``q``, ``k``, ``v`` [B, heads, T, d_head] with the keys of ``mask`` [B, T] (True:
-    real) and dropout ``p`` on the weights; see the module docstring."""
-    key_mask = mask[:, None, None, :]
+def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, p: float = 0.0) -> Tensor:
+    """Attention of ``q``, ``k``, ``v`` [..., T, d_head] over the keys ``key_mask`` marks real (a bool
+    tensor broadcastable to [..., T, T]), with dropout ``p`` on the weights; see the module docstring."""
     impl = resolve(q.device)
     if p == 0 or impl == "triton":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)

@@ -155,11 +155,12 @@ static inline __attribute__((always_inline)) void dropout_block(
     const void *x, const int x_bf16, const void *residual, const int residual_kind, void *out, const int out_bf16,
     const int kind, int64_t start, int64_t count, uint32_t threshold, float scale, uint64_t seed) {
     uint32_t words[BLOCK];
-    random_words((uint64_t)(start / GROUP), (count + GROUP - 1) / GROUP, seed, STREAM_DROPOUT, words);
+    if (threshold > 0) /* p > 0: a draw per element; p = 0 keeps every element (a plain ReLU) */
+        random_words((uint64_t)(start / GROUP), (count + GROUP - 1) / GROUP, seed, STREAM_DROPOUT, words);
 #pragma omp simd
     for (int64_t i = 0; i < count; ++i) {
         float v = load(x, start + i, x_bf16);
-        int kept = (words[i] >> 8) >= threshold && (kind == PLAIN || v > 0.0f);
+        int kept = (threshold == 0 || (words[i] >> 8) >= threshold) && (kind == PLAIN || v > 0.0f);
         float y = kept ? v * scale : 0.0f;
         if (residual_kind != NO_RESIDUAL) y += load(residual, start + i, residual_kind == RESIDUAL_BF16);
         store(out, start + i, y, out_bf16);

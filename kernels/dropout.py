@@ -55,7 +55,7 @@ def _native(x: Tensor, out: Tensor, residual: Tensor | None, kind: int, p: float
 class _NativeDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, residual: Tensor | None, p: float, relu: bool) -> Tensor:
-        seed = new_seed()
+        seed = new_seed() if p > 0 else 0  # p = 0: the ReLU alone, which draws nothing
         dtype = x.dtype if residual is None else torch.result_type(x, residual)
         out = _native(x, torch.empty(x.shape, dtype=dtype), residual, RELU if relu else PLAIN, p, seed)
         ctx.p, ctx.relu, ctx.seed, ctx.x_dtype = p, relu, seed, x.dtype
@@ -90,8 +90,8 @@ def dropout(x: Tensor, p: float, *, training: bool = True, relu: bool = False, r
     if relu and residual is not None:
         raise ValueError("dropout fuses either the ReLU before it or the residual add after it, not both")
     dropping = training and p > 0
-    if dropping and takes_native(x, residual):
-        return _NativeDropout.apply(x, residual, p, relu)
+    if (dropping or relu) and takes_native(x, residual):
+        return _NativeDropout.apply(x, residual, p if dropping else 0.0, relu)
     if relu:
         x = torch.relu(x)
     if dropping:

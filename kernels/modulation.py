@@ -181,7 +181,8 @@ def clip_and_modulate(
     before clipping and each gradient's norm between clip and modulation ([T]). On the CPU the native
     kernels do both in two passes (``modulation_native``)."""
     if grads and resolve(grads[0].device) == "native" and takes_native(grads):
-        return clip_and_modulate_native(grads, modality, coefficients, max_norm, noise, generator)[:2]
+        with torch.profiler.record_function("ada2i::clip_and_modulate"):
+            return clip_and_modulate_native(grads, modality, coefficients, max_norm, noise, generator)[:2]
     total_norm = torch.nn.utils.get_total_norm(grads)
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))  # clip_grad_norm_'s clip
     clipped_norms = torch.stack(torch._foreach_norm(grads)) if grads else total_norm.new_zeros(0)

@@ -35,7 +35,8 @@ def _values_and_grads(fn, q, k, v, mask, seed):
 def test_native_dropout_attention_equals_the_unfused_ops_with_the_same_mask(dtype):
     q, k, v, mask = _inputs(dtype)
     with use_backend("native"):
-        fused = _values_and_grads(lambda *a: attention(*a, p=0.4), q, k, v, mask, seed=1)
+        fused = _values_and_grads(lambda q, k, v, mask: attention(q, k, v, mask[:, None, None, :], p=0.4),
+                                  q, k, v, mask, seed=1)
         unfused = _values_and_grads(
             lambda q, k, v, mask: torch.matmul(dropout(_masked_softmax(q, k, mask[:, None, None, :]), 0.4), v),
             q, k, v, mask, seed=1)
@@ -48,13 +49,13 @@ def test_native_dropout_attention_equals_the_unfused_ops_with_the_same_mask(dtyp
 def test_without_dropout_attention_is_torchs_and_padded_keys_get_no_weight(backend):
     q, k, v, mask = _inputs(torch.float32)
     with use_backend(backend):
-        out = attention(q, k, v, mask)
+        out = attention(q, k, v, mask[:, None, None, :])
         torch.manual_seed(2)
-        dropped = attention(q, k, v, mask, p=0.5)
+        dropped = attention(q, k, v, mask[:, None, None, :], p=0.5)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :]))
     v_padded = v.detach().clone()
     v_padded[2, :, 1:] = 1e6  # keys beyond the third dialogue's single utterance
     with use_backend(backend):
         torch.manual_seed(2)
-        again = attention(q, k, v_padded, mask, p=0.5)
+        again = attention(q, k, v_padded, mask[:, None, None, :], p=0.5)
     torch.testing.assert_close(again[2], dropped[2])

@@ -126,3 +126,16 @@ def test_the_native_mask_is_the_same_for_any_number_of_threads():
     outputs = {subprocess.run([sys.executable, "-c", code.format(threads=threads)], capture_output=True, text=True,
                               check=True, timeout=120).stdout for threads in (1, 2)}
     assert len(outputs) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_without_dropout_the_relu_form_is_relu_and_draws_nothing(backend, dtype):
+    x = torch.randn(1001, dtype=dtype, requires_grad=True)
+    torch.manual_seed(8)
+    with use_backend(backend):
+        out = dropout(x, 0.5, training=False, relu=True)
+    assert torch.equal(torch.get_rng_state(), torch.manual_seed(8).get_state())
+    assert torch.equal(out, torch.relu(x.detach()))
+    out.sum().backward()
+    assert torch.equal(x.grad, (x.detach() > 0).to(dtype))
