@@ -162,7 +162,8 @@ def resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, conte
         remove_torn_writes(out)
         if not (out / "last.pt").is_file() and (out / "summary.json").is_file():
             raise ValueError(f"--resume {out}: the run has finished and its last.pt was removed; a run to be extended "
-                             "later needs --keep-last")
+                             f"later needs --keep-last; train a new run there with --out {out} --overwrite, or "
+                             "in another --out")
         state = load_state(out)
         state.check_world_size(context.world_size, out)
         check_belongs(state, out)

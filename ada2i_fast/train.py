@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the synthetic corpus's family: every modality carries the whole label (redundant), or "
                         "text merges classes that only audio or visual tell apart (complementary) (default: redundant)")
     parser.add_argument("--task", choices=("7class", "2class"), default="7class", help="MOSEI label set (default: 7class)")
-    parser.add_argument("--out", default=None, help="output folder (default: a new runs/<dataset>/<date-time>)")
+    parser.add_argument("--out", default=None, help="output folder (default: a new runs/<dataset>/<date-time>); one "
+                        "that holds a run is refused, naming what works for that run: --resume DIR for a stopped one, "
+                        "--resume DIR --epochs N for a finished one that kept its last.pt, --overwrite or another --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt (its own settings)")
     ablation = parser.add_argument_group("ablations (the paper's; each recorded in summary.json)")
