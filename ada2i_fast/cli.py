@@ -25,12 +25,12 @@ def user_errors_as_one_line(main: Callable) -> Callable:
         try:
             return main(*args, **kwargs)
         except USER_ERRORS as error:
-            raise SystemExit(f"error: {_one_line(error)}") from error
+            raise SystemExit(f"error: {one_line(error)}") from error
 
     return wrapped
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
     """The message of ``error``; an OSError's without its ``[Errno N]`` prefix, naming its file."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror + (f": {error.filename}" if error.filename else "")
