@@ -34,9 +34,16 @@ def test_the_start_line_tells_the_whole_story_and_the_end_line_every_file(tmp_pa
     assert set(os.listdir(out)) - {".lock"} == {name.rstrip("/") for name in files}
 
 
-def test_the_start_line_promises_early_stopping_and_warns_of_modulation_only_when_they_can_happen(tmp_path, capsys):
-    train.main([*TINY, "--out", str(tmp_path / "run"), "--epochs", "3", "--patience", "1", "--start-mod", "3",
-                "--quiet"])
+def test_the_start_line_promises_early_stopping_and_warns_of_modulation_only_when_they_can_happen(tmp_path, capsys,
+                                                                                                  monkeypatch):
+    def stop(*args, **kwargs):  # the start line is all this test needs
+        os.kill(os.getpid(), signal.SIGINT)
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", stop)
+    with pytest.raises(SystemExit):
+        train.main([*TINY, "--out", str(tmp_path / "run"), "--epochs", "3", "--patience", "1", "--start-mod", "3",
+                    "--quiet"])
     first = capsys.readouterr().out.splitlines()[0]
     assert ("3 epochs x 6 steps at most (early stopping after 1 epoch without a better dev F1 can end it sooner) | "
             "data synthetic meld") in first

@@ -119,7 +119,7 @@ def test_the_epoch_axes_tick_whole_epochs(trained_run, tmp_path, drawn):
 def test_a_run_of_one_modality_has_nothing_to_balance_and_is_left_out_of_the_balance_picture(trained_run, tmp_path,
                                                                                                drawn, capsys):
     text = tmp_path / "text"
-    train.main(["--dataset", "meld", "--size", "0.05", "--epochs", "2", "--modalities", "t", "--out", str(text), *TINY])
+    train.main(["--dataset", "meld", "--size", "0.05", "--epochs", "1", "--modalities", "t", "--out", str(text), *TINY])
     assert drawn["training.png"]["axes"] == 2  # losses and dev F1; no ratio panel of a flat ρ = 1
     assert drawn["training.png"]["epoch_ticks"] and all(t == int(t) for t in drawn["training.png"]["epoch_ticks"])
     capsys.readouterr()

@@ -91,38 +91,36 @@ def _refusal(out, *flags) -> str:
     return message
 
 
-def test_an_existing_run_is_refused_with_advice_that_works_for_its_state(tmp_path, monkeypatch):
-    finished = tmp_path / "finished"  # last.pt removed at the end: nothing can continue it
-    _run(finished, "--epochs", "1")
-    advice = _refusal(finished, "--epochs", "1")
-    assert advice.endswith("it has finished and its last.pt was removed, so it cannot be continued: replace it with "
-                           "--overwrite or choose another --out")
-    _run(finished, "--epochs", "1", "--overwrite", "--seed", "3")
-    assert json.loads((finished / "summary.json").read_text())["train_config"]["seed"] == 3
-    assert len((finished / "metrics.jsonl").read_text().splitlines()) == 1
+SMALL = ("--size", "0.03", "--batch-size", "30")  # a smaller corpus, in two steps an epoch
 
+
+def test_an_existing_run_is_refused_with_advice_that_works_for_its_state(tmp_path, monkeypatch):
     kept = tmp_path / "kept"
-    _run(kept, "--epochs", "1", "--keep-last")
+    _run(kept, "--epochs", "1", "--keep-last", *SMALL)
     advice = _refusal(kept, "--epochs", "1")
     assert "(run.json, metrics.jsonl, best.pt, last.pt, model, summary.json, training.png)" in advice
     extend = re.search(r"kept its last\.pt: extend it with --resume (\S+) --epochs N \(N > (\d+)\), or replace it", advice)
     assert extend and extend.group(1) == str(kept)
-    summary = train.main(["--resume", extend.group(1), "--epochs", str(int(extend.group(2)) + 1), "--quiet"])
-    assert summary["epochs_run"] == 2
+    assert train.main(["--resume", extend.group(1), "--epochs", str(int(extend.group(2)) + 1), "--quiet"])["epochs_run"] == 2
 
-    stopped = tmp_path / "stopped"
-    _steps_then(monkeypatch, _interrupt, {2})
+    for name in ("best.pt", "last.pt"):  # as a run without --keep-last ends: nothing can continue it
+        (kept / name).unlink()
+    advice = _refusal(kept, "--epochs", "1")
+    assert advice.endswith("it has finished and its last.pt was removed, so it cannot be continued: replace it with "
+                           "--overwrite or choose another --out")
+    _run(kept, "--epochs", "1", "--overwrite", "--seed", "3", *SMALL)
+    assert json.loads((kept / "summary.json").read_text())["train_config"]["seed"] == 3
+    assert len((kept / "metrics.jsonl").read_text().splitlines()) == 1
+
+    stopped = tmp_path / "stopped"  # no epoch beats the first (lr 1e-12): early stopping ends it after epoch 2
+    _steps_then(monkeypatch, _interrupt, {1})
     with pytest.raises(SystemExit):
-        _run(stopped, "--epochs", "1")
+        _run(stopped, "--epochs", "3", "--patience", "1", "--lr", "1e-12", "--keep-last", *SMALL)
     monkeypatch.undo()
     advice = _refusal(stopped, "--epochs", "1")
     resume = re.search(r"it stopped before its end: continue it with --resume (\S+), or replace it", advice)
-    assert resume and train.main(["--resume", resume.group(1), "--quiet"])["epochs_run"] == 1
-
-    early = tmp_path / "early"  # last.pt kept, but early stopping ended it: more epochs would not continue it
-    _run(early, "--epochs", "3", "--patience", "1", "--lr", "1e-12", "--keep-last")  # no epoch beats the first
-    assert json.loads((early / "summary.json").read_text())["epochs_run"] == 2
-    advice = _refusal(early, "--epochs", "1")
+    assert resume and train.main(["--resume", resume.group(1), "--quiet"])["epochs_run"] == 2
+    advice = _refusal(stopped, "--epochs", "1")  # last.pt kept, but more epochs would not continue it
     assert "it stopped early after epoch 2" in advice and "--resume" not in advice
 
 
