@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from .analyze import SweepRuns
 from .modalities import NAMES
-from .plots import paper_style, save_figure
+from .plots import paper_style, save_figure, whole_epochs
 
 _VARIANT_STYLE = {
     "full": dict(color="tab:green", label="full model"),
@@ -51,7 +50,8 @@ def plot_unimodal(runs: SweepRuns, result: dict, path, *, title: str) -> None:
         panel.set_xticks(x, [NAMES[m] for m in modalities])
         panel.set(title=f"{split} weighted F1", ylim=(0, 1))
     panels[0].set_ylabel("weighted F1 (mean ± std over seeds)")
-    panels[1].legend(loc="upper right")
+    handles, labels = panels[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), frameon=False)
     fig.suptitle(title)
     save_figure(fig, path)
 
@@ -89,7 +89,8 @@ def plot_gaps(runs: SweepRuns, result: dict, path, *, title: str) -> None:
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=f"{k}s of modalities") for k, c in _KIND_COLOURS.items()]
     handles += [plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", label="test"),
                 plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", hatch="//", label="dev")]
-    ax.legend(handles=handles, loc="upper right", title="above 0: the full model is better", title_fontsize=9)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False,
+               title="above 0: the full model is better", title_fontsize=9)
     ax.set_title(title)
     save_figure(fig, path)
 
@@ -142,13 +143,14 @@ def plot_robustness(runs: SweepRuns, result: dict, path, *, title: str) -> None:
 
 
 def _mark_modulation(ax, runs: SweepRuns) -> None:
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    start = next(iter(runs.variant("full").values())).summary["train_config"]["start_mod"]
+    """Whole epochs on the x axis, and a line at the full model's first modulated epoch if its runs reach it."""
+    whole_epochs(ax)
+    start = runs.first_modulated_epoch()
+    if start is None:
+        return
     ax.axvline(start, color="grey", linewidth=0.8, linestyle="--")
     ax.annotate("modulation starts", (start, 0.02), xycoords=("data", "axes fraction"), fontsize=8, color="grey",
                 xytext=(3, 0), textcoords="offset points")
-
-
 
 
 @paper_style

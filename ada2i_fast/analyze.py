@@ -7,12 +7,15 @@ and NAME.json into ``--out``)::
     python -m ada2i_fast.analyze ratios     SWEEP_RUNS   # Fig. 5: rho_m over epochs, full model vs without AMW / AFW
     python -m ada2i_fast.analyze modulation SWEEP_RUNS   # k, gradient and update norms per encoder (traced runs)
     python -m ada2i_fast.analyze robustness SWEEP_RUNS   # test F1 with a modality missing or corrupted by noise
-    python -m ada2i_fast.analyze all        SWEEP_RUNS
+    python -m ada2i_fast.analyze all        SWEEP_RUNS   # every analysis the runs allow; lists the others and why
 
 ``SWEEP_RUNS`` is the folder of a sweep's runs (``OUT/STUDY_NAME`` of ``python -m ada2i_fast.sweep``):
 one ``VARIANT/seed-N/`` run folder per cell. Finished runs count; every number is a mean ± sample
 std over seeds, and a comparison between two variants is paired by seed (same seed = same synthetic
-corpus and initialisation). With fewer than two seeds no spread is claimed.
+corpus and initialisation). With fewer than two seeds no spread is claimed. ``ratios`` and
+``modulation`` summarise the modulated epochs and refuse a sweep whose full model never reached one
+(fewer --epochs than --start-mod, or --no-modulation); ``modulation`` needs ``train --trace`` and
+``robustness`` the models ``sweep --keep-weights`` keeps.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_open, write_json_atomic
-from .cli import user_errors_as_one_line
+from .cli import USER_ERRORS, one_line, user_errors_as_one_line
 from .modalities import NAMES, ORDER
 from .report import read_run
-from .run_folder import read_records
+from .run_folder import MODEL_FOLDER, read_records
 from .stats import mean_std, pm, verdict
 
 ANALYSES = ("unimodal", "scores", "gaps", "ratios", "modulation", "robustness")
@@ -49,6 +52,26 @@ class Run:
     def at_best_epoch(self) -> dict:
         """The epoch record of the best-dev epoch (the state the test scores belong to)."""
         return next(r for r in self.history if r["epoch"] == self.summary["best_epoch"])
+
+    @property
+    def has_model(self) -> bool:
+        """Whether the run kept a model (its model/, or best.pt), as ``sweep --keep-weights`` keeps them."""
+        return (self.path / MODEL_FOLDER).is_dir() or (self.path / "best.pt").is_file()
+
+    @property
+    def modulates(self) -> bool:
+        """Whether the run's recipe switched gradient modulation on."""
+        return self.summary["train_config"].get("modulation", True)
+
+    def in_modulation_window(self, epoch: int) -> bool:
+        """Whether ``epoch`` lies in the recipe's modulation epochs (--start-mod to --end-mod), the
+        epochs a variant without modulation is compared over too."""
+        recipe = self.summary["train_config"]
+        return recipe["start_mod"] <= epoch <= recipe.get("end_mod", epoch)
+
+    def window_epochs(self) -> list[int]:
+        """The run's epochs in its modulation window."""
+        return [r["epoch"] for r in self.history if self.in_modulation_window(r["epoch"])]
 
 
 class SweepRuns:
@@ -89,6 +112,29 @@ class SweepRuns:
     def traced(self) -> bool:
         """Whether the full model's runs wrote ``steps.jsonl`` (``train --trace``)."""
         return any((run.path / "steps.jsonl").is_file() for run in self.variant("full").values())
+
+    def first_modulated_epoch(self) -> int | None:
+        """The first epoch in which a run of the full model modulated; None when none did."""
+        epochs = [e for run in self.variant("full").values() if run.modulates for e in run.window_epochs()]
+        return min(epochs, default=None)
+
+    def require_modulated_epochs(self, analysis: str) -> None:
+        """Refuse ``analysis``, a summary of the modulated epochs, when the full model has none."""
+        full = list(self.variant("full").values())
+        if not any(run.modulates for run in full):
+            raise NotAvailable(f"{analysis}: the full model ({self.full}) trained without gradient modulation "
+                               "(--no-modulation): there are no modulated epochs to summarise")
+        if self.first_modulated_epoch() is None:
+            start = min(run.summary["train_config"]["start_mod"] for run in full)
+            longest = max(len(run.history) for run in full)
+            raise NotAvailable(f"{analysis}: no run of the full model ({self.full}) reached a modulated epoch "
+                               f"(modulation starts at epoch {start}, the runs trained {longest} epoch(s)); "
+                               "train the sweep with --epochs above --start-mod")
+
+
+class NotAvailable(ValueError):
+    """An analysis the sweep's runs cannot give: one line when it is asked for alone, and listed as
+    skipped by ``analyze all``."""
 
 
 # --- (1a) unimodal ---------------------------------------------------------------------------------
@@ -198,12 +244,15 @@ RATIO_VARIANTS = ("full", "no-amw", "no-afw", "no-modulation")
 
 def ratios(runs: SweepRuns) -> dict:
     """ρ_m per epoch for the full model and the ablations; the table holds the spread of the ratios,
-    max_m ρ_m − 1 (ρ of the weakest modality is 1), averaged over the modulated epochs of each run."""
+    max_m ρ_m − 1 (ρ of the weakest modality is 1), averaged over the modulated epochs of each run
+    (runs that stopped before them are left out and named)."""
+    runs.require_modulated_epochs("ratios")
     variants = [v for v in RATIO_VARIANTS if runs.variant(v)]
     data = {v: {m: curves(runs.variant(v), "ratio", m) for m in runs.modalities} for v in variants}
-    spread = {v: {s: _ratio_spread(run) for s, run in runs.variant(v).items()} for v in variants}
-    lines = ["Spread of the disparity ratios: max_m ρ_m − 1 per epoch, averaged over epochs from the first "
-             "modulated one (lower: the modalities are closer); difference to the full model paired by seed.", "",
+    per_run = {v: {s: _ratio_spread(run) for s, run in runs.variant(v).items()} for v in variants}
+    spread = {v: {s: value for s, value in per_seed.items() if value is not None} for v, per_seed in per_run.items()}
+    lines = ["Spread of the disparity ratios: max_m ρ_m − 1 per epoch, averaged over the modulated epochs "
+             "(lower: the modalities are closer); difference to the full model paired by seed.", "",
              "| variant | ratio spread | − full model |", "|---|---|---|"]
     rows = []
     for v in variants:
@@ -211,13 +260,17 @@ def ratios(runs: SweepRuns) -> dict:
         rows.append(dict(variant=v, spread=mean_std(spread[v].values()), minus_full=diff))
         lines.append(f"| {_variant_name(runs, v)} | {pm(rows[-1]['spread'])} | "
                      f"{'—' if v == 'full' else pm(diff, True)} |")
+    left_out = [f"{v} seed {s}" for v, per_seed in per_run.items() for s, value in per_seed.items() if value is None]
+    if left_out:
+        lines += ["", f"Left out, ended before a modulated epoch: {', '.join(left_out)}."]
     return dict(curves={v: {m: _jsonable(c) for m, c in per.items()} for v, per in data.items()}, rows=rows,
-                markdown="\n".join(lines))
+                left_out=left_out, markdown="\n".join(lines))
 
 
-def _ratio_spread(run: Run) -> float:
-    modulated = [r for r in run.history if r["epoch"] >= run.summary["train_config"]["start_mod"]] or run.history
-    return statistics.fmean(max(r["ratio"].values()) - 1 for r in modulated)
+def _ratio_spread(run: Run) -> float | None:
+    """max_m ρ_m − 1 averaged over the run's epochs in its modulation window; None when it has none."""
+    window = [r for r in run.history if run.in_modulation_window(r["epoch"])]
+    return statistics.fmean(max(r["ratio"].values()) - 1 for r in window) if window else None
 
 
 # --- what the modulation does ----------------------------------------------------------------------
@@ -231,11 +284,13 @@ def modulation(runs: SweepRuns) -> dict:
     gradient norm (noise included), and the norm of the optimizer's update of its encoder with
     modulation, with modulation but no noise, and without modulation (means over the modulated
     epochs, then over seeds; ratios paired by seed)."""
-    traced = {v: {s: _step_means(run) for s, run in runs.variant(v).items() if (run.path / "steps.jsonl").is_file()}
-              for v in MODULATION_VARIANTS}
+    if not runs.traced:
+        raise NotAvailable("modulation: the full model's runs have no steps.jsonl; train the sweep with --trace")
+    runs.require_modulated_epochs("modulation")
+    means = {v: {s: _step_means(run) for s, run in runs.variant(v).items() if (run.path / "steps.jsonl").is_file()}
+             for v in MODULATION_VARIANTS}
+    traced = {v: {s: m for s, m in per_seed.items() if m is not None} for v, per_seed in means.items()}
     traced = {v: t for v, t in traced.items() if t or v != "continuous-k"}  # an alternative, when it ran
-    if not traced["full"]:
-        raise ValueError(f"{runs.root}: the full model's runs have no steps.jsonl; train them with --trace")
     rows = []
     for m in runs.modalities:
         full = traced["full"]
@@ -264,12 +319,13 @@ def modulation(runs: SweepRuns) -> dict:
     return dict(rows=rows, curves=epochs, markdown="\n".join(lines))
 
 
-def _step_means(run: Run) -> dict:
-    """Per modality, means over the run's modulated steps of k, weakest, gradient gain and update norm."""
-    start = run.summary["train_config"]["start_mod"]
-    steps = [row for row in read_records(run.path / "steps.jsonl") if row["epoch"] >= start and not row["skipped"]]
+def _step_means(run: Run) -> dict | None:
+    """Per modality, means over the run's steps in its modulation epochs of k, weakest, gradient gain
+    and update norm; None when the run has no such step."""
+    steps = [row for row in read_records(run.path / "steps.jsonl")
+             if run.in_modulation_window(row["epoch"]) and not row["skipped"]]
     if not steps:
-        raise ValueError(f"{run.path / 'steps.jsonl'}: no traced step from epoch {start} on")
+        return None
     return {m: dict(k=statistics.fmean(s["coefficient"][m] for s in steps),
                     weakest=statistics.fmean(s["ratio"][m] == 1.0 for s in steps),
                     gain=statistics.fmean(s["grad_norm_after"][m] / s["grad_norm_before"][m] for s in steps),
@@ -297,9 +353,13 @@ def robustness_table(runs: SweepRuns, *, levels, device: str = "cpu") -> dict:
     from .robustness import robustness
     from .saved_model import open_checkpoint_and_corpus
 
+    if not any(run.has_model for run in runs.variant("full").values()):
+        raise NotAvailable("robustness: the full model's runs kept no model (train the sweep with --keep-weights)")
     per_run = {}
     for v in ROBUSTNESS_VARIANTS:
         for seed, run in sorted(runs.variant(v).items()):
+            if not run.has_model:
+                continue
             model, corpus, recipe, _ = open_checkpoint_and_corpus(run.path, None, None)
             per_run.setdefault(v, {})[seed] = robustness(model.to(device), corpus, levels=levels, seed=seed,
                                                          batch_size=recipe.batch_size, device=device)
@@ -343,7 +403,9 @@ def _jsonable(series: dict) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ada2i_fast.analyze", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("analysis", choices=(*ANALYSES, "all"), help="which analysis (all: every one)")
+    parser.add_argument("analysis", choices=(*ANALYSES, "all"),
+                        help="which analysis (all: every one the runs allow, then the others listed with the reason "
+                        "they were skipped; an error only when none could run)")
     parser.add_argument("sweep_runs", type=Path, metavar="SWEEP_RUNS", help="OUT/STUDY_NAME of a sweep")
     parser.add_argument("--out", type=Path, default=None, help="where the files go (default: SWEEP_RUNS/analysis)")
     parser.add_argument("--name", default=None,
@@ -357,32 +419,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 @user_errors_as_one_line
 def main(argv=None) -> None:
-    """The CLI (returns None: console scripts exit with what ``main`` returns). Bad folders end in one
-    ``error:`` line."""
-    from .analysis_plots import PLOTS
-    from .robustness import NOISE_LEVELS
-
+    """The CLI (returns None: console scripts exit with what ``main`` returns). Bad folders, and an
+    analysis the runs cannot give when it is asked for alone, end in one ``error:`` line; ``all``
+    writes every analysis it can and lists the others with the reason (an error when none could run)."""
     args = build_parser().parse_args(argv)
     runs = SweepRuns(args.sweep_runs)
     out = args.out or args.sweep_runs / "analysis"
     name = args.name or args.sweep_runs.parent.name
-    chosen = ANALYSES if args.analysis == "all" else (args.analysis,)
     out.mkdir(parents=True, exist_ok=True)
-    for analysis in chosen:
-        if analysis == "modulation" and args.analysis == "all" and not runs.traced:
-            print("modulation: skipped; the full model's runs were not traced (train --trace)\n")
-            continue
-        if analysis == "robustness":
-            result = robustness_table(runs, levels=tuple(args.levels or NOISE_LEVELS), device=args.device)
-        else:
-            result = ANALYSIS_TABLES[analysis](runs)
-        title = f"{_TITLES[analysis]} — {name}, {_seeds(runs)}"
-        PLOTS[analysis](runs, result, out / f"{analysis}.png", title=title)
-        with atomic_open(out / f"{analysis}.md") as handle:
-            handle.write(f"## {title}\n\n{result['markdown']}\n".encode())
-        write_json_atomic(out / f"{analysis}.json", {k: v for k, v in result.items() if k != "markdown"})
-        print(f"## {title}\n\n{result['markdown']}\n")
-    print(f"wrote {', '.join(f'{out / a}.png/.md/.json' for a in chosen)}")
+    if args.analysis != "all":
+        write_analysis(args.analysis, runs, args, out, name)
+        print(f"wrote {out / args.analysis}.png/.md/.json")
+        return
+    written, skipped = [], {}
+    for analysis in ANALYSES:
+        try:
+            write_analysis(analysis, runs, args, out, name)
+            written.append(analysis)
+        except USER_ERRORS as error:
+            skipped[analysis] = one_line(error).removeprefix(f"{analysis}: ")
+    if written:
+        print(f"wrote {', '.join(f'{out / a}.png/.md/.json' for a in written)}")
+    for analysis, reason in skipped.items():
+        print(f"skipped {analysis}: {reason}")
+    if not written:
+        raise ValueError(f"{args.sweep_runs}: no analysis could run (see the reasons above)")
+
+
+def write_analysis(analysis: str, runs: SweepRuns, args: argparse.Namespace, out: Path, name: str) -> None:
+    """One analysis: its PNG, Markdown table and JSON in ``out``, and the table printed."""
+    from .analysis_plots import PLOTS
+    from .robustness import NOISE_LEVELS
+
+    if analysis == "robustness":
+        result = robustness_table(runs, levels=tuple(args.levels or NOISE_LEVELS), device=args.device)
+    else:
+        result = ANALYSIS_TABLES[analysis](runs)
+    title = f"{_TITLES[analysis]} — {name}, {_seeds(runs)}"
+    PLOTS[analysis](runs, result, out / f"{analysis}.png", title=title)
+    with atomic_open(out / f"{analysis}.md") as handle:
+        handle.write(f"## {title}\n\n{result['markdown']}\n".encode())
+    write_json_atomic(out / f"{analysis}.json", {k: v for k, v in result.items() if k != "markdown"})
+    print(f"## {title}\n\n{result['markdown']}\n")
 
 
 ANALYSIS_TABLES = {"unimodal": unimodal, "scores": scores, "gaps": gaps, "ratios": ratios, "modulation": modulation}

@@ -25,12 +25,12 @@ def user_errors_as_one_line(main: Callable) -> Callable:
         try:
             return main(*args, **kwargs)
         except USER_ERRORS as error:
-            raise SystemExit(f"error: {_one_line(error)}") from error
+            raise SystemExit(f"error: {one_line(error)}") from error
 
     return wrapped
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
     """The message of ``error``; an OSError's without its ``[Errno N]`` prefix, naming its file."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror + (f": {error.filename}" if error.filename else "")
@@ -86,5 +86,18 @@ def _shown(value) -> str:
 
 def changed_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, allowed) -> list[str]:
     """The flags given a value other than their default, except ``allowed`` (destinations)."""
-    return ["--" + name.replace("_", "-") for name, value in vars(args).items()
-            if name not in allowed and value != parser.get_default(name)]
+    dests = dict.fromkeys(action.dest for action in parser._actions
+                          if action.option_strings and action.default is not argparse.SUPPRESS)
+    return ["--" + dest.replace("_", "-") for dest in dests
+            if dest not in allowed and getattr(args, dest) != parser.get_default(dest)]
+
+
+def add_recipe_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--config FILE.yaml`` and ``--print-config`` (config_file)."""
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help=f"read {what} from a recipe file: YAML whose keys are the flags without -- (start_mod: 4, "
+                        "modulation: false, no_afw: true; null: the default), each checked as its flag; flags given "
+                        "on the command line override the file (README: Recipe files)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved recipe (the file and the flags merged, the dataset's preset filled "
+                        "in) as YAML that --config reads back to the same run, and exit without training")

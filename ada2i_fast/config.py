@@ -216,7 +216,8 @@ class TrainConfig(_Config):
                                     "k = 1 - tanh(alpha*(rho - 1)), not the method (README, balance study)")
     grad_noise: bool = setting(True, role="recipe", help="with modulation, add N(0, std(g)^2) to each encoder "
                                "gradient (the public code's --normalize)")
-    start_mod: int = setting(4, role="recipe", help="first epoch with modulation (1-based)")
+    start_mod: int = setting(4, role="recipe", help="first epoch with modulation (1-based; a run of fewer --epochs "
+                             "never modulates, and its start line says so)")
     end_mod: int = setting(50, role="recipe", help="last epoch with modulation")
     # recipe (SPEC §4)
     lr: float = setting(1.7e-4, role="recipe", help="Adam's learning rate")
@@ -248,7 +249,8 @@ class TrainConfig(_Config):
     tensorboard: bool = setting(False, role="execution", resumable=True,
                                 help="also write TensorBoard event files into OUT/tensorboard (per step: loss, each "
                                 "modality's rho and k; per epoch: losses, dev and unimodal F1, lr, throughput, the dev "
-                                'confusion matrix); needs pip install "ada2i-fast[tensorboard]"')
+                                "confusion matrix; at the run's last epoch: the best-dev model's test scores); needs "
+                                'pip install "ada2i-fast[tensorboard]"')
     trace: bool = setting(False, role="execution", help="write steps.jsonl: per step, each modality's score, rho, "
                           "k, encoder gradient norm before and after modulation and weight update norm")
 
@@ -281,6 +283,13 @@ class TrainConfig(_Config):
         """Whether gradient modulation runs in ``epoch`` (1-based)."""
         return self.modulation and self.start_mod <= epoch <= self.end_mod
 
+    def unmodulated_note(self) -> str | None:
+        """Why gradient modulation, switched on, never runs in a run of this recipe (its first epoch
+        comes after the last); None when it runs or is switched off."""
+        if self.modulation and self.start_mod > self.epochs:
+            return (f"gradient modulation never runs: it starts at epoch {self.start_mod} (--start-mod), after the "
+                    f"run's last (--epochs {self.epochs})")
+        return None
 
     @classmethod
     def _preset_values(cls, spec: DatasetSpec) -> dict:

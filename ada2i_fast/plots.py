@@ -11,6 +11,7 @@ from typing import Sequence
 
 import matplotlib
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .atomic import atomic_open
 from .modalities import NAMES
@@ -60,9 +61,13 @@ class RunCurves:
 
 @paper_style
 def plot_training(history: list[dict], path, *, title: str) -> None:
-    """One run: losses, dev weighted F1, and the disparity ratio per modality."""
+    """One run: losses, dev weighted F1, and the disparity ratio per modality (a run of one modality
+    has no ratio to draw: its ρ is 1 throughout)."""
     epochs = [r["epoch"] for r in history]
-    fig, (losses, f1, ratios) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    modalities = list(history[0]["ratio"])
+    balanced = len(modalities) > 1
+    fig, panels = plt.subplots(1, 3 if balanced else 2, figsize=(15 if balanced else 10, 4), constrained_layout=True)
+    losses, f1 = panels[:2]
     losses.plot(epochs, [r["train"]["loss"] for r in history], label="train L")
     losses.plot(epochs, [r["train"]["feature"] for r in history], label="train L_feature")
     losses.plot(epochs, [r["dev"]["loss"] for r in history], label="dev L")
@@ -70,13 +75,22 @@ def plot_training(history: list[dict], path, *, title: str) -> None:
     losses.legend()
     f1.plot(epochs, [r["dev"]["weighted_f1"] for r in history], marker="o")
     f1.set(xlabel="epoch", ylabel="weighted F1", title="dev weighted F1")
-    for modality in history[0]["ratio"]:
-        ratios.plot(epochs, [r["ratio"][modality] for r in history], label=f"ρ of {NAMES[modality]}")
-    ratios.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-    ratios.set(xlabel="epoch", ylabel="disparity ratio", title="refined disparity ratio (mean per epoch)")
-    ratios.legend()
+    if balanced:
+        ratios = panels[2]
+        for modality in modalities:
+            ratios.plot(epochs, [r["ratio"][modality] for r in history], label=f"ρ of {NAMES[modality]}")
+        ratios.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        ratios.set(xlabel="epoch", ylabel="disparity ratio", title="refined disparity ratio (mean per epoch)")
+        ratios.legend()
+    for panel in panels:
+        whole_epochs(panel)
     fig.suptitle(title)
     save_figure(fig, path)
+
+
+def whole_epochs(ax) -> None:
+    """Ticks at whole epochs only on ``ax``'s x axis (a short run would get 1.25, 1.5, ...)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 @paper_style
@@ -94,6 +108,7 @@ def plot_balance(runs: Sequence[RunCurves], path) -> None:
             _plot_modulated_curve(k, run, run.series("coefficient", modality), colour)
         rho.set(title=f"{NAMES[modality]}: disparity ratio ρ")
         k.set(title=f"{NAMES[modality]}: modulation coefficient k", xlabel="epoch")
+        whole_epochs(k)  # shared with rho
     axes[0, 0].set_ylabel("ρ (weakest modality: 1)")
     axes[1, 0].set_ylabel("k (1: not slowed)")
     _legend_of_runs(fig, runs, extra="★ best dev epoch · filled markers: modulated epochs")
@@ -113,6 +128,7 @@ def plot_dev_f1(runs: Sequence[RunCurves], path) -> None:
             panel.plot(run.epochs, fused, color=colour, linestyle="--", alpha=0.7)
             _mark_best_epoch(panel, run, fused, colour)
         panel.set(title=f"{NAMES[modality]}'s own head (solid) vs fused (dashed)", xlabel="epoch")
+        whole_epochs(panel)
     axes[0, 0].set_ylabel("dev weighted F1")
     _legend_of_runs(fig, runs, extra="★ best dev epoch")
     save_figure(fig, path)

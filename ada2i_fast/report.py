@@ -2,7 +2,8 @@
 
 Reads each run folder's ``metrics.jsonl`` and ``summary.json`` (written by ``train``) and writes:
 
-    balance.png      ρ_m and k_m per modality over epochs, runs overlaid
+    balance.png      ρ_m and k_m per modality over epochs, runs overlaid (runs of one modality have
+                     nothing to balance: they are left out, and without another run there is no balance.png)
     dev_f1.png       each modality's own dev weighted F1 against the fused model's, runs overlaid
     confusion.png    the test confusion matrix of the best-dev state (one run), or
     confusion-<run>.png  one per run when there are several
@@ -19,7 +20,7 @@ import re
 from pathlib import Path
 
 from .cli import user_errors_as_one_line
-from .plots import FORMATS, RunCurves, plot_balance, plot_confusion, plot_dev_f1
+from .plots import FORMATS, RunCurves, modalities_of, plot_balance, plot_confusion, plot_dev_f1
 from .run_folder import read_records
 
 
@@ -54,9 +55,17 @@ def write_report(run_dirs: list[Path], out: Path, *, labels: list[str] | None = 
     labels = labels or run_labels(run_dirs)
     runs = [read_run(run_dir) for run_dir in run_dirs]
     curves = [RunCurves(label, history, summary["best_epoch"]) for label, (history, summary) in zip(labels, runs)]
-    written = [out / f"balance{suffix}", out / f"dev_f1{suffix}"]
-    plot_balance(curves, written[0])
-    plot_dev_f1(curves, written[1])
+    balanced = [run for run in curves if len(modalities_of([run])) > 1]
+    written = []
+    if balanced:
+        written.append(out / f"balance{suffix}")
+        plot_balance(balanced, written[-1])
+    unbalanced = [run.label for run in curves if run not in balanced]
+    if unbalanced:
+        print(f"balance{suffix}: {'no picture for' if not balanced else 'leaves out'} {', '.join(unbalanced)}: a run of "
+              "one modality has nothing to balance (its ρ and k are 1 throughout)")
+    written.append(out / f"dev_f1{suffix}")
+    plot_dev_f1(curves, written[-1])
     for label, (_, summary) in zip(labels, runs):
         name = f"confusion{suffix}" if len(runs) == 1 else f"confusion-{file_safe(label)}{suffix}"
         plot_confusion(summary["test"]["confusion_matrix"], summary["classes"], out / name,

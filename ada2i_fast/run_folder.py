@@ -73,14 +73,42 @@ def prepare_out(out: Path, *, overwrite: bool) -> RunLock:
     present = [name for name in RUN_FILES if (out / name).exists()]
     if present and not overwrite:
         lock.release()
-        raise ValueError(
-            f"{out} already holds a run ({', '.join(present)}); continue it with --resume {out}, "
-            f"replace it with --overwrite, or choose another --out"
-        )
+        raise ValueError(f"{out} already holds a run ({', '.join(present)}); {what_can_be_done(out)}")
     for name in present:
         remove(out / name)
     remove_torn_writes(out)
     return lock
+
+
+def what_can_be_done(out: Path) -> str:
+    """What the run in ``out`` is and the flags that work on it: ``--resume`` where its ``last.pt`` can
+    continue it, ``--overwrite`` or another ``--out`` always."""
+    replace = "replace it with --overwrite or choose another --out"
+    if not (out / "last.pt").is_file():
+        if (out / "summary.json").is_file():
+            return f"it has finished and its last.pt was removed, so it cannot be continued: {replace}"
+        return f"it holds no state to continue from (no last.pt): {replace}"
+    if not (out / "summary.json").is_file():
+        return f"it stopped before its end: continue it with --resume {out}, or {replace}"
+    summary = _json_object(out / "summary.json")
+    recipe = summary.get("train_config")
+    ran, planned = summary.get("epochs_run"), recipe.get("epochs") if isinstance(recipe, dict) else None
+    if not isinstance(ran, int) or not isinstance(planned, int):
+        return f"its summary.json is damaged: {replace}"
+    if ran < planned:
+        return (f"it stopped early after epoch {ran} (no better dev F1 for its --patience epochs), so more epochs "
+                f"would not continue it: {replace}")
+    return (f"it has finished its {ran} epoch(s) and kept its last.pt: extend it with --resume {out} --epochs N "
+            f"(N > {ran}), or {replace}")
+
+
+def _json_object(path: Path) -> dict:
+    """The JSON object in ``path``; an empty dict for a damaged file."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def remove(path: Path) -> None:

@@ -66,26 +66,32 @@ def open_corpus(dataset: str, data: str | None, *, seed: int, size: float, task:
 def recipe_from_args(args: argparse.Namespace) -> TrainConfig:
     """The recipe and execution options: the preset of ``--dataset`` with the flags given."""
     chosen = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.field_names()}
-    with _naming_flags():
+    with _naming_flags(args):
         return TrainConfig.preset(args.dataset, **chosen)
+
+
+def model_settings(args: argparse.Namespace) -> dict:
+    """The model fields the flags give, with --no-afw and --no-amw as the fields they set."""
+    chosen = {k: v for k, v in vars(args).items() if v is not None and k in Ada2IConfig.field_names("model")}
+    if args.no_afw:
+        if chosen.get("mmt_nlayers", 0):
+            raise ValueError(f"{flag_name(args, 'no_afw')} and {flag_name(args, 'mmt_nlayers')} contradict each other")
+        chosen["mmt_nlayers"] = 0
+    if args.no_amw:
+        if chosen.get("mmcosine"):
+            raise ValueError(f"{flag_name(args, 'no_amw')} and {flag_name(args, 'mmcosine')} contradict each other")
+        chosen["mmcosine"] = False
+    return chosen
 
 
 def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2IConfig, TrainConfig]:
     """The preset of ``--dataset`` with the flags given, and the corpus's dims and classes; a bad
-    value is a ``ValueError`` naming its flag."""
-    chosen = {k: v for k, v in vars(args).items() if v is not None and k in Ada2IConfig.field_names("model")}
-    if args.no_afw:
-        if chosen.get("mmt_nlayers", 0):
-            raise ValueError("--no-afw and --mmt-nlayers contradict each other")
-        chosen["mmt_nlayers"] = 0
-    if args.no_amw:
-        if chosen.get("mmcosine"):
-            raise ValueError("--no-amw and --mmcosine contradict each other")
-        chosen["mmcosine"] = False
+    value is a ``ValueError`` naming its flag (or its recipe file and key)."""
+    chosen = model_settings(args)
     if "modalities" not in chosen:  # the preset's modalities that the data has (transcripts: "t")
         preset = Ada2IConfig.preset(args.dataset).modalities
         chosen["modalities"] = "".join(m for m in preset if m in corpus.dims) or preset
-    with _naming_flags():
+    with _naming_flags(args):
         model_config = Ada2IConfig.preset(args.dataset, **chosen)
     missing = [m for m in model_config.modalities if m not in corpus.dims]
     if missing:
@@ -97,15 +103,35 @@ def configs_from_args(args: argparse.Namespace, corpus: Corpus) -> tuple[Ada2ICo
     return model_config, recipe_from_args(args)
 
 
+def resolved_flags(args: argparse.Namespace) -> dict:
+    """Every trainer flag of a new run of ``args`` by destination, the dataset's preset filling in
+    those not given: what ``--print-config`` writes. Left None (the default): ``modalities`` and
+    ``device``, which the data and the machine decide, and the settings whose default is None."""
+    chosen = model_settings(args)
+    with _naming_flags(args):
+        model_config = Ada2IConfig.preset(args.dataset, **chosen)
+    values = {name: getattr(args, name) for name in ("dataset", "data", "size", "synthetic", "task", "out", "overwrite")}
+    values.update({name: getattr(model_config, name) for name in Ada2IConfig.field_names("model")})
+    values.update(recipe_from_args(args).to_dict())
+    values.update(modalities=chosen.get("modalities"), device=args.device)
+    return values
+
+
+def flag_name(args: argparse.Namespace, dest: str) -> str:
+    """How a message names the setting ``dest``: its recipe file and key where the file gave it, else its flag."""
+    return getattr(args, "from_file", {}).get(dest) or "--" + dest.replace("_", "-")
+
+
 @contextlib.contextmanager
-def _naming_flags():
-    """A config's ``ValueError("field must ...")`` as ``ValueError("--field must ...")``."""
+def _naming_flags(args: argparse.Namespace):
+    """A config's ``ValueError("field must ...")`` as ``ValueError("--field must ...")`` (or naming
+    the recipe file and key that gave the field)."""
     try:
         yield
     except ValueError as error:
         field, _, rest = str(error).partition(" ")
         if field in (*Ada2IConfig.field_names(), *TrainConfig.field_names()):
-            raise ValueError(f"--{field.replace('_', '-')} {rest}") from None
+            raise ValueError(f"{flag_name(args, field)} {rest}") from None
         raise
 
 
@@ -163,7 +189,8 @@ def resumed_run(args: argparse.Namespace, parser: argparse.ArgumentParser, conte
         remove_torn_writes(out)
         if not (out / "last.pt").is_file() and (out / "summary.json").is_file():
             raise ValueError(f"--resume {out}: the run has finished and its last.pt was removed; a run to be extended "
-                             "later needs --keep-last")
+                             f"later needs --keep-last; train a new run there with --out {out} --overwrite, or "
+                             "in another --out")
         state = load_state(out)
         state.check_world_size(context.world_size, out)
         check_belongs(state, out)

@@ -21,9 +21,10 @@ from typing import Callable
 
 import torch
 
+from .config_file import NOT_KEYS, RecipeFile, as_flags, parse_over_recipe, recipe_yaml
 from .devices import check_device, default_device
 from .run_folder import MODEL_FOLDER, remove
-from .run_setup import new_run
+from .run_setup import flag_name, new_run, recipe_from_args, resolved_flags
 from .train import build_parser
 
 OPTUNA_MISSING = 'error: this command needs optuna; install it with: pip install "ada2i-fast[sweep]"'
@@ -58,7 +59,10 @@ def add_study_flags(parser: argparse.ArgumentParser, *, default_out: str, defaul
 
 
 def _at_least_one(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -174,7 +178,7 @@ def start_study(storage, name: str, trainer_flags: list[str], **settings):
         recorded = study.user_attrs.get(key)
         if recorded is None:
             study.set_user_attr(key, value)
-        elif recorded != value:
+        elif not (same_trainer_recipe(recorded, value) if key == "trainer_flags" else recorded == value):
             shown = " ".join(recorded) if key == "trainer_flags" else recorded
             raise SystemExit(f"error: study {name!r} was started with the {_SETTING_NAMES.get(key, key)} "
                              f"{shown or '(none)'}; give those, or choose another --study-name or --out")
@@ -255,22 +259,60 @@ def split_trainer_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[:at], argv[at + 1:]
 
 
-def check_trainer_flags(trainer_argv: list[str], *, command: str, reserved: tuple[str, ...]) -> argparse.Namespace:
-    """The trainer's flags parsed as ``python -m ada2i_fast.train`` would, refusing those ``command`` sets itself."""
+def check_trainer_flags(trainer_argv: list[str], *, command: str, reserved: tuple[str, ...],
+                        recipe: RecipeFile | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The trainer's flags, the top-level keys of ``recipe`` (a recipe file) overridden by
+    ``trainer_argv``, parsed and checked as ``python -m ada2i_fast.train`` would, refusing those
+    ``command`` sets itself; returns them parsed and as the flags every trial is given."""
     parser = build_parser()
     parser.prog = f"{command} ... --"
-    args = parser.parse_args(trainer_argv)
+    refused = {name: f"{command} sets it for each trial itself; drop it" for name in reserved}
+    args = parse_over_recipe(parser, trainer_argv, recipe, refused=refused)
     given = [name for name in reserved if getattr(args, name) != parser.get_default(name)]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise SystemExit(f"error: {command} sets {flags} for each trial itself; drop it from the trainer flags")
+    if args.config is not None or args.print_config:
+        raise SystemExit(f"error: give --config and --print-config before --: {command} reads the trials' trainer "
+                         "keys from the top level of its recipe file")
     if args.data and not Path(args.data).exists():
-        raise SystemExit(f"error: --data {args.data}: no such file or folder")
+        raise SystemExit(f"error: {flag_name(args, 'data')} {args.data}: no such file or folder")
     try:
         check_device(args.device or default_device())
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    return args
+    recipe_from_args(args)  # a bad value fails here, before any trial
+    from_file = {dest: getattr(args, dest) for dest in args.from_file}
+    return args, as_flags(parser, from_file) + list(trainer_argv)
+
+
+def same_trainer_recipe(flags: list[str], other: list[str]) -> bool:
+    """Whether two lists of trainer flags train the same way: every flag's resolved value is equal
+    (flags in another order or spelling, or from a recipe file, are the same recipe)."""
+    if flags == other:
+        return True
+    parser = build_parser()
+    try:
+        return resolved_flags(parser.parse_args(flags)) == resolved_flags(parser.parse_args(other))
+    except (SystemExit, ValueError):  # flags of an older version that this one no longer takes
+        return False
+
+
+def print_study_recipe(command: str, section: str, parser: argparse.ArgumentParser, args: argparse.Namespace,
+                       trainer_args: argparse.Namespace, reserved: tuple[str, ...]) -> dict:
+    """``--print-config`` of a study: the trials' resolved trainer flags (but those the study sets) at the
+    top level and the study's own flags in ``section``, as YAML on stdout; returns both."""
+    trainer = {k: v for k, v in resolved_flags(trainer_args).items() if k not in reserved}
+    own = {a.dest: getattr(args, a.dest) for a in parser._actions if a.option_strings and a.dest not in NOT_KEYS}
+    print(recipe_yaml(build_parser(), trainer, command=command, section=section, section_values=own,
+                      section_parser=parser), end="")
+    return {**trainer, section: own}
+
+
+def unmodulated_note(trainer_args: argparse.Namespace, consequence: str) -> str:
+    """`` | why modulation never runs: consequence`` for a start line, or nothing."""
+    note = recipe_from_args(trainer_args).unmodulated_note()
+    return f" | {note}: {consequence}" if note else ""
 
 
 def train_run(trainer_argv: list[str], out: Path, on_epoch_end: Callable[[dict], None] | None = None,

@@ -24,13 +24,15 @@ import time
 from pathlib import Path
 
 from .atomic import atomic_open, write_json_atomic
-from .cli import console_script, user_errors_as_one_line
+from .cli import add_recipe_flags, console_script, user_errors_as_one_line
+from .config_file import parse_with_recipe
 from .modalities import NAMES, ORDER, in_order
 from .plots import plot_variant_gaps
 from .stats import mean_std, pm, verdict
 from .studies import (
-    add_study_flags, check_trainer_flags, claimed, load_finished_study, open_storage, require_optuna, run_workers,
-    record_run_dir, split_trainer_flags, start_study, storage_url, train_run,
+    add_study_flags, check_trainer_flags, claimed, load_finished_study, open_storage, print_study_recipe,
+    record_run_dir, require_optuna, run_workers, split_trainer_flags, start_study, storage_url, train_run,
+    unmodulated_note,
 )
 
 FULL = ORDER
@@ -59,6 +61,7 @@ VARIANTS = SUBSETS + tuple(CHANGED)
 DEFAULT_SEEDS = (12, 13, 14)
 # Flags the sweep sets for every trial.
 RESERVED = ("out", "resume", "overwrite", "seed", "modalities")
+COMMAND = "python -m ada2i_fast.sweep"
 
 
 def variant_flags(variant: str, full: str) -> list[str]:
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  python -m ada2i_fast.sweep --seeds 12 13 14 --workers 2 --ablations -- --dataset meld --size 0.3 --epochs 6\n"
         "  python -m ada2i_fast.sweep --report-only          (the table and chart again, from the study)\n"
+        "  python -m ada2i_fast.sweep --config study.yaml     (trainer keys at the top level, the sweep's under sweep:)\n"
         "several machines: run the same command on each with --storage postgresql://HOST/DB (any SQLAlchemy URL);\n"
         "they take the queued cells one at a time, and running it again queues only the cells not yet completed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -109,30 +113,38 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write PREFIX.md, PREFIX.png and PREFIX.json (default: OUT/STUDY_NAME)")
     parser.add_argument("--name", help="what the chart's title calls the study, e.g. the corpus (default: the study name)")
     add_study_flags(parser, default_out="runs/sweep", default_study="modality-sweep")
+    add_recipe_flags(parser, "the trials' trainer flags (the top-level keys) and the sweep's own (under sweep:)")
     return parser
 
 
 @user_errors_as_one_line
 def main(argv=None) -> dict:
-    own, trainer_flags = split_trainer_flags(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(own)
-    require_optuna()
-    url = storage_url(args)
-    if args.report_only:
-        if trainer_flags:
+    own, trainer_argv = split_trainer_flags(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args, recipe = parse_with_recipe(parser, own, section="sweep")
+    if args.report_only and not args.print_config:
+        if trainer_argv:
             raise SystemExit("error: --report-only trains nothing; drop the trainer flags")
+        url = storage_url(args)
         study = load_finished_study(url, args.study_name)
     else:
-        check_trainer_flags(trainer_flags, command="python -m ada2i_fast.sweep", reserved=RESERVED)
+        trainer_args, trainer_flags = check_trainer_flags(trainer_argv, command=COMMAND, reserved=RESERVED,
+                                                          recipe=recipe)
         full = checked_modalities(args.modalities)
         chosen = list(subsets(full) if args.variants is None else args.variants)
         outside = [v for v in chosen if v not in CHANGED and not set(v) <= set(full)]
         if outside:
             raise SystemExit(f"error: --variants {' '.join(outside)}: not a subset of --modalities {full}")
+        if args.print_config:
+            return print_study_recipe(COMMAND, "sweep", parser, args, trainer_args, RESERVED)
+        require_optuna()
+        url = storage_url(args)
         variants = list(dict.fromkeys(chosen + (list(ABLATIONS) if args.ablations else [])))
         study = start_study(open_storage(url), args.study_name, trainer_flags, full=full)
         queued = queue_missing_cells(study, [(v, s) for v in variants for s in args.seeds])
-        print(f"study {args.study_name!r} in {url}: {queued} cells queued; {args.workers} worker(s) training into {args.out}")
+        print(f"study {args.study_name!r} in {url}: {queued} cells queued; {args.workers} worker(s) training into "
+              f"{args.out}" + unmodulated_note(trainer_args, "no trial modulates, so the modulation ablations train "
+                                               "like the full model and analyze cannot summarise modulated epochs"))
         run_workers(pull_trials, args.workers, url, args.study_name, Path(args.out), args.keep_weights)
     report = sweep_report(study)
     prefix = Path(args.report) if args.report else Path(args.out) / args.study_name

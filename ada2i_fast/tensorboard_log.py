@@ -5,8 +5,11 @@ Per step (x: the step of the whole run): ``train/loss_per_step`` and each modali
 ``k/<m>`` (the coefficient the step computes; it is applied from the recipe's modulation epoch on).
 Per epoch: train and dev loss, dev accuracy and weighted F1, each modality's own dev weighted F1
 (``dev/unimodal_weighted_f1/<m>``), the learning rate, throughput (``throughput/utterances_per_second``,
-``throughput/seconds_per_step``) and the dev confusion matrix as an image; at the end, the test scores and confusion matrix of the best-dev model. Step values are
-kept on the device and read once per epoch, so logging adds no synchronisation inside an epoch.
+``throughput/seconds_per_step``) and the dev confusion matrix as an image, each at x = the epoch. At
+the end, the test scores (``test/weighted_f1``, ``test/accuracy``) and confusion matrix of the best-dev
+model, at x = the run's last epoch (where the run ended, as the per-epoch scalars count; the best
+epoch is in the image's title and in ``summary.json``). Step values are kept on the device and read
+once per epoch, so logging adds no synchronisation inside an epoch.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ FOLDER = "tensorboard"
 
 
 class TensorBoardLog:
-    def __init__(self, out: Path, modalities: str, classes: tuple[str, ...]) -> None:
+    def __init__(self, out: Path, modalities: str, classes: tuple[str, ...], *, epoch: int = 0) -> None:
+        """``epoch``: the epochs the run has finished already (a resumed run's)."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ValueError('--tensorboard needs the tensorboard package: pip install "ada2i-fast[tensorboard]"') from None
         self.writer = SummaryWriter(str(out / FOLDER))
-        self.modalities, self.classes = modalities, classes
+        self.modalities, self.classes, self.epoch = modalities, classes, epoch
         self.steps: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (run step, loss, rho, k)
 
     def add_step(self, step: int, logs: dict) -> None:
@@ -38,6 +42,7 @@ class TensorBoardLog:
         ``steps`` the steps its ``record["seconds"]`` timed."""
         self._write_steps()
         epoch, add = record["epoch"], self.writer.add_scalar
+        self.epoch = epoch
         add("train/loss", record["train"]["loss"], epoch)
         add("dev/loss", record["dev"]["loss"], epoch)
         add("dev/accuracy", record["dev"]["accuracy"], epoch)
@@ -52,10 +57,11 @@ class TensorBoardLog:
         self.writer.flush()
 
     def add_test(self, test, best_epoch: int) -> None:
-        self.writer.add_scalar("test/weighted_f1", test.weighted_f1, best_epoch)
-        self.writer.add_scalar("test/accuracy", test.accuracy, best_epoch)
-        self.writer.add_figure("test/confusion_matrix", self._confusion(test, f"test, best dev epoch {best_epoch}"),
-                               best_epoch)
+        """The test scores of the best-dev model (of ``best_epoch``), at the run's last epoch."""
+        self.writer.add_scalar("test/weighted_f1", test.weighted_f1, self.epoch)
+        self.writer.add_scalar("test/accuracy", test.accuracy, self.epoch)
+        self.writer.add_figure("test/confusion_matrix", self._confusion(
+            test, f"test, the best dev epoch's model (epoch {best_epoch} of {self.epoch})"), self.epoch)
         self.writer.flush()
 
     def close(self) -> None:

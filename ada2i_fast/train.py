@@ -23,12 +23,13 @@ import argparse
 import sys
 
 from . import distributed
-from .cli import USER_ERRORS, add_config_flags, add_data_flag, console_script, user_errors_as_one_line
+from .cli import USER_ERRORS, add_config_flags, add_data_flag, add_recipe_flags, console_script, user_errors_as_one_line
 from .config import Ada2IConfig, TrainConfig
+from .config_file import parse_with_recipe, recipe_yaml
 from .data.synthetic import FAMILIES
 from .datasets import DATASETS
 from .devices import check_device, default_device
-from .run_setup import new_run, resumed_run
+from .run_setup import new_run, resolved_flags, resumed_run
 from .trainer import RunInterrupted
 
 
@@ -47,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the synthetic corpus's family: every modality carries the whole label (redundant), or "
                         "text merges classes that only audio or visual tell apart (complementary) (default: redundant)")
     parser.add_argument("--task", choices=("7class", "2class"), default="7class", help="MOSEI label set (default: 7class)")
-    parser.add_argument("--out", default=None, help="output folder (default: a new runs/<dataset>/<date-time>)")
+    parser.add_argument("--out", default=None, help="output folder (default: a new runs/<dataset>/<date-time>); one "
+                        "that holds a run is refused, naming what works for that run: --resume DIR for a stopped one, "
+                        "--resume DIR --epochs N for a finished one that kept its last.pt, --overwrite or another --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt (its own settings)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt (its own settings; "
+                        "no --config)")
+    add_recipe_flags(parser, "the flags")
     ablation = parser.add_argument_group("ablations (the paper's; each recorded in summary.json)")
     ablation.add_argument("--no-afw", action="store_true", help="encoders straight to the head (--mmt-nlayers 0)")
     ablation.add_argument("--no-amw", action="store_true", help="the concat head instead of the cosine one (--no-mmcosine)")
@@ -70,7 +75,9 @@ def main(argv=None) -> dict:
     leaves it at the end; rank 0 alone reads the run folder and writes it, and an error on any
     process ends every process, rank 0 printing it."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, _ = parse_with_recipe(parser, argv)
+    if args.print_config:
+        return print_recipe(parser, args)
     joined = False
     context = distributed.SINGLE
     try:
@@ -92,6 +99,15 @@ def main(argv=None) -> dict:
     finally:
         if joined:
             distributed.shutdown()
+
+
+def print_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """``--print-config``: the new run's resolved recipe as YAML on stdout; returns it."""
+    if args.resume is not None:
+        raise ValueError("--print-config prints a new run's recipe; a resumed run's is in its run.json (drop --resume)")
+    values = resolved_flags(args)
+    print(recipe_yaml(parser, values, command=parser.prog), end="")
+    return values
 
 
 console = console_script(main)

@@ -43,6 +43,10 @@ TRACE_NORMS = ("grad_norm_before", "grad_norm_after", "update_norm")  # train_st
 TRACED = ("skipped", "unimodal_score", "ratios", "coefficients", *TRACE_NORMS)  # steps.jsonl
 
 
+def count_epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 class RunInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped the run after a whole step; its state is saved. ``code`` is the
     exit status a command reports (128 + the signal)."""
@@ -171,7 +175,7 @@ class Trainer:
         config = self.train_config
         with contextlib.ExitStack() as logs:
             self.tensorboard = (logs.enter_context(contextlib.closing(TensorBoardLog(
-                self.out, self.model_config.modalities, self.corpus.classes)))
+                self.out, self.model_config.modalities, self.corpus.classes, epoch=len(self.history))))
                 if config.tensorboard and self.context.is_main else None)
             with StopRequest() as stop, contextlib.ExitStack() as files:
                 self.metrics_file = files.enter_context(open(self.out / "metrics.jsonl", "a")) if self.context.is_main else None
@@ -346,10 +350,14 @@ class Trainer:
         """The start line: where the run writes, how long it is at most, on what data and machine."""
         splits, context, config = self.corpus.splits, self.context, self.train_config
         processes = f" x {context.world_size} processes" if context.joined else ""
-        epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
-        self.say(f"run {self.out}: {epochs} x {num_batches(splits['train'], config.batch_size)} steps at "
-                 f"most (early stopping after {config.patience} epochs without a better dev F1 can end it sooner)"
+        # Without a better dev F1 after its best epoch (at least 1), a run stops patience epochs later.
+        can_stop_early = max(self.best_epoch, 1) + config.patience < config.epochs
+        early = f" (early stopping after {count_epochs(config.patience)} without a better dev F1 can end it sooner)"
+        unmodulated = config.unmodulated_note()
+        self.say(f"run {self.out}: {count_epochs(config.epochs)} x {num_batches(splits['train'], config.batch_size)} "
+                 "steps at most" + (early if can_stop_early else "")
                  + (f", resuming epoch {self.epoch} at step {self.progress.steps}" if resume else "")
+                 + (f" | {unmodulated}" if unmodulated else "")
                  + f" | data {self.corpus.source}: train {splits['train'].num_dialogues} dialogues, dev "
                  f"{splits['dev'].num_dialogues}, test {splits['test'].num_dialogues}, modalities "
                  f"{self.model_config.modalities} | device {self.device}{processes}, {config.precision}")

@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 from .atomic import write_json_atomic
-from .cli import console_script, user_errors_as_one_line
+from .cli import add_recipe_flags, console_script, user_errors_as_one_line
+from .config_file import parse_with_recipe
 from .studies import (
-    add_study_flags, check_trainer_flags, claimed, open_storage, require_optuna, run_workers, split_trainer_flags,
-    record_run_dir, start_study, storage_url, train_run,
+    add_study_flags, check_trainer_flags, claimed, open_storage, print_study_recipe, record_run_dir, require_optuna,
+    run_workers, split_trainer_flags, start_study, storage_url, train_run, unmodulated_note,
 )
 
 # name: (low, high, log scale); rank is an integer. The ranges hold every published preset (SPEC §4).
@@ -32,6 +33,7 @@ SEARCH_SPACE = {
     "amw_scale": (1.0, 40.0, True),
 }
 RESERVED = ("out", "resume", "overwrite", *SEARCH_SPACE)
+COMMAND = "python -m ada2i_fast.tune"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Search {space} for the best dev weighted F1, pruning trials below the median per epoch. "
         "Flags after -- go to each trial's trainer (python -m ada2i_fast.train --help).",
         epilog="example: python -m ada2i_fast.tune --trials 30 --workers 2 -- --dataset meld --size 0.3 --epochs 8\n"
+        "or: python -m ada2i_fast.tune --config study.yaml (trainer keys at the top level, tune's under tune:)\n"
         "several machines: run the same command on each with --storage postgresql://HOST/DB (any SQLAlchemy URL).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,19 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "so that a new launch goes on with the search (default: 0)")
     parser.add_argument("--best", metavar="PATH", help="where the best parameters go as JSON (default: OUT/STUDY_NAME-best.json)")
     add_study_flags(parser, default_out="runs/tune", default_study="tune")
+    add_recipe_flags(parser, "the trials' trainer flags (the top-level keys) and tune's own (under tune:)")
     return parser
 
 
 @user_errors_as_one_line
 def main(argv=None) -> dict:
-    own, trainer_flags = split_trainer_flags(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(own)
+    own, trainer_argv = split_trainer_flags(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args, recipe = parse_with_recipe(parser, own, section="tune")
+    trainer_args, trainer_flags = check_trainer_flags(trainer_argv, command=COMMAND, reserved=RESERVED, recipe=recipe)
+    if args.print_config:
+        return print_study_recipe(COMMAND, "tune", parser, args, trainer_args, RESERVED)
     require_optuna()
-    check_trainer_flags(trainer_flags, command="python -m ada2i_fast.tune", reserved=RESERVED)
     url = storage_url(args)
     study = start_study(open_storage(url), args.study_name, trainer_flags)
     print(f"study {args.study_name!r} in {url}: {len(counted_trials(study))} of {args.trials} trials so far; "
-          f"{args.workers} worker(s) training into {args.out}")
+          f"{args.workers} worker(s) training into {args.out}"
+          + unmodulated_note(trainer_args, "no trial modulates, so alpha, which the search varies, changes nothing"))
     pruning = dict(prune_after=args.prune_after, warmup_epochs=args.warmup_epochs)
     run_workers(search, args.workers, url, args.study_name, Path(args.out), args.trials, args.sampler_seed, pruning,
                 args.keep_weights)

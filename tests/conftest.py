@@ -71,3 +71,13 @@ def tiny_step_inputs(device: str = "cpu"):
     model = Ada2I(config).to(device)
     recipe = TrainConfig(alpha=0.42)
     return model, recipe, make_optimizer(model, recipe), random_batch(config, [5, 2, 1]).to(device)
+
+
+def whole_epoch_ticks(fig) -> list[float]:
+    """The x tick values inside the view of every axis of ``fig`` labelled "epoch" (none where there is none)."""
+    ticks = []
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            low, high = sorted(ax.get_xlim())
+            ticks += [t for t in ax.get_xticks() if low <= t <= high]
+    return ticks

@@ -2,10 +2,12 @@
 
 import json
 import statistics
+from types import SimpleNamespace
 
 import pytest
 
 from ada2i_fast import analysis_plots, analyze, evaluate, train
+from conftest import whole_epoch_ticks
 from ada2i_fast.robustness import robustness
 from ada2i_fast.saved_model import open_checkpoint_and_corpus
 
@@ -116,3 +118,85 @@ def test_the_modulation_table_is_the_traced_steps_numbers(sweep_runs):
 def _per_seed_ratios(runs, m):
     full, other = runs.variant("full"), runs.variant("no-modulation")
     return [analyze._step_means(full[s])[m]["update"] / analyze._step_means(other[s])[m]["update"] for s in (1, 2)]
+
+
+def test_the_gaps_legend_covers_no_bar(tmp_path, monkeypatch):
+    figures = {}
+    monkeypatch.setattr(analysis_plots, "save_figure", lambda fig, path: figures.setdefault(path.name, fig))
+    gaps = {"at": 0.01, "av": 0.12, "tv": 0.05, "a": 0.2, "t": 0.06, "v": 0.25}  # the tallest bar on the right
+    rows = [dict(variant=v, kind="pair" if len(v) == 2 else "single", gap_test=dict(mean=g, std=0.02, n=3),
+                 gap_dev=dict(mean=g - 0.01, std=0.02, n=3)) for v, g in gaps.items()]
+    analysis_plots.plot_gaps(SimpleNamespace(full="atv"), {"rows": rows}, tmp_path / "gaps.png", title="gaps")
+    fig = figures["gaps.png"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    bars = [patch.get_window_extent(renderer) for ax in fig.axes for patch in ax.patches]
+    assert legends and len(bars) == 2 * len(rows)
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(bar) for bar in bars)
+
+
+SHORT_STUDY = """\
+dataset: meld
+synthetic: complementary
+size: 0.03
+epochs: 1            # modulation starts at the preset's epoch 4: no epoch of this study modulates
+hidden: 16
+rank: 3
+ffn_dim: 32
+drop_rate: 0.1
+lr: 2e-3
+encoder_nlayers: 1
+trace: true
+sweep:
+  seeds: [1]
+  variants: [at, t]
+  keep_weights: true
+  out: {out}
+"""
+
+
+def test_all_on_a_sweep_that_never_modulated_writes_what_it_can_and_says_what_it_skipped(tmp_path, monkeypatch,
+                                                                                         capsys):
+    pytest.importorskip("optuna")
+    from ada2i_fast import sweep
+
+    recipe = tmp_path / "study.yaml"
+    recipe.write_text(SHORT_STUDY.format(out=tmp_path / "sweep"))
+    sweep.main(["--config", str(recipe)])
+    assert ("gradient modulation never runs: it starts at epoch 4 (--start-mod), after the run's last (--epochs 1): "
+            "no trial modulates") in capsys.readouterr().out
+    runs = tmp_path / "sweep" / "modality-sweep"
+
+    ticks = {}
+    original = analysis_plots.save_figure
+
+    def keep(fig, path):
+        ticks[path.name] = whole_epoch_ticks(fig)
+        original(fig, path)
+
+    monkeypatch.setattr(analysis_plots, "save_figure", keep)
+    analyze.main(["all", str(runs), "--out", str(tmp_path / "analysis"), "--levels", "1"])  # returns: exit 0
+    said = capsys.readouterr().out
+    for name in ("unimodal", "scores", "gaps", "robustness"):
+        assert (tmp_path / "analysis" / f"{name}.md").is_file()
+    for name in ("ratios", "modulation"):
+        assert not (tmp_path / "analysis" / f"{name}.md").exists()
+        assert (f"skipped {name}: no run of the full model (at) reached a modulated epoch (modulation starts at epoch "
+                "4, the runs trained 1 epoch(s)); train the sweep with --epochs above --start-mod") in said
+    assert set(ticks["scores.png"]) == {1.0}  # a whole epoch per panel, and no line at epoch 4 stretching the axis
+
+    for name in ("ratios", "modulation"):
+        with pytest.raises(SystemExit, match=rf"^error: {name}: no run of the full model \(at\) reached a modulated "
+                                             "epoch"):
+            analyze.main([name, str(runs)])
+
+    def cannot(analysis, *args):
+        raise analyze.NotAvailable(f"{analysis}: a reason")
+
+    monkeypatch.setattr(analyze, "write_analysis", cannot)
+    with pytest.raises(SystemExit, match=r"^error: .*: no analysis could run \(see the reasons above\)$"):
+        analyze.main(["all", str(runs)])
+    assert "skipped robustness: a reason" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from ada2i_fast import evaluate, report, train, trainer
+from ada2i_fast import TrainConfig, evaluate, report, train, trainer
 from ada2i_fast.data import make_synthetic
 from ada2i_fast.data.transcripts import LAYOUTS
 from ada2i_fast.datasets import DATASETS
@@ -23,15 +23,34 @@ def test_the_start_line_tells_the_whole_story_and_the_end_line_every_file(tmp_pa
     out = tmp_path / "run"
     train.main([*TINY, "--out", str(out), "--epochs", "2", "--patience", "5", "--quiet"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == (f"run {out}: 2 epochs x 6 steps at most (early stopping after 5 epochs without a better dev F1 "
-                        f"can end it sooner) | data synthetic meld (seed 12, size 0.05): train 52 dialogues, dev 6, "
-                        f"test 14, modalities atv | device cpu, fp32")
+    assert lines[0] == (f"run {out}: 2 epochs x 6 steps at most | gradient modulation never runs: it starts at epoch "
+                        f"4 (--start-mod), after the run's last (--epochs 2) | data synthetic meld (seed 12, size 0.05): "
+                        f"train 52 dialogues, dev 6, test 14, modalities atv | device cpu, fp32")
     written = re.fullmatch(rf"wrote {out}: (.*) \(best\.pt and last\.pt removed: .*--keep-last keeps them.*\)",
                            lines[-1])
     assert written, lines[-1]
     files = dict(re.findall(r"([\w./]+) \(([\d.]+ [kMG]?B)\)", written.group(1)))
     assert set(files) == {"run.json", "metrics.jsonl", "model/", "summary.json", "training.png"}
     assert set(os.listdir(out)) - {".lock"} == {name.rstrip("/") for name in files}
+
+
+def test_the_start_line_promises_early_stopping_and_warns_of_modulation_only_when_they_can_happen(tmp_path, capsys,
+                                                                                                  monkeypatch):
+    def stop(*args, **kwargs):  # the start line is all this test needs
+        os.kill(os.getpid(), signal.SIGINT)
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", stop)
+    with pytest.raises(SystemExit):
+        train.main([*TINY, "--out", str(tmp_path / "run"), "--epochs", "3", "--patience", "1", "--start-mod", "3",
+                    "--quiet"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert ("3 epochs x 6 steps at most (early stopping after 1 epoch without a better dev F1 can end it sooner) | "
+            "data synthetic meld") in first
+    assert "never runs" not in first
+    assert TrainConfig(epochs=3, start_mod=4).unmodulated_note() is not None
+    assert TrainConfig(epochs=3, start_mod=4, modulation=False).unmodulated_note() is None  # --no-modulation says it
+    assert TrainConfig(epochs=4, start_mod=4).unmodulated_note() is None
 
 
 def test_the_whole_run_bar_counts_every_step_of_every_epoch(tmp_path, capsys):
@@ -56,7 +75,7 @@ def test_a_kept_run_is_extended_by_resume_with_more_epochs_and_records_it(tmp_pa
     removed = tmp_path / "removed"
     train.main([*TINY, "--out", str(removed), "--epochs", "1", "--quiet"])
     with pytest.raises(SystemExit, match=r"the run has finished and its last\.pt was removed; a run to be extended "
-                                         r"later needs --keep-last"):
+                                         r"later needs --keep-last; train a new run there with --out .* --overwrite"):
         train.main(["--resume", str(removed), "--epochs", "2", "--quiet"])
 
 

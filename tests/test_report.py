@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ada2i_fast import plots, report, train
+from conftest import whole_epoch_ticks
 
 TINY = ["--hidden", "32", "--rank", "3", "--ffn-dim", "64", "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -43,7 +44,9 @@ def drawn(monkeypatch):
 
     def keep(fig, path):
         figures[Path(path).name] = dict(lines=[list(line.get_ydata()) for ax in fig.axes for line in ax.get_lines()],
-                                        images=[np.asarray(image.get_array()) for ax in fig.axes for image in ax.images])
+                                        images=[np.asarray(image.get_array()) for ax in fig.axes for image in ax.images],
+                                        axes=len(fig.axes), epoch_ticks=whole_epoch_ticks(fig),
+                                        legend=[t.get_text() for legend in fig.legends for t in legend.get_texts()])
         save(fig, path)
 
     monkeypatch.setattr(plots, "save_figure", keep)
@@ -104,3 +107,29 @@ def test_an_unfinished_or_damaged_run_is_named(trained_run, tmp_path):
         metrics.write('{"epoch": 3, "ratio": \n')
     with pytest.raises(SystemExit, match=r"^error: .*metrics\.jsonl, line 3: not JSON"):
         report.main([str(run)])
+
+
+def test_the_epoch_axes_tick_whole_epochs(trained_run, tmp_path, drawn):
+    report.main([str(_copy_of_run(trained_run, tmp_path / "run"))])
+    for name in ("balance.png", "dev_f1.png"):
+        ticks = drawn[name]["epoch_ticks"]
+        assert ticks and all(t == int(t) for t in ticks), (name, ticks)  # a 2-epoch run: 1 and 2, not 1.25, 1.5, ...
+
+
+def test_a_run_of_one_modality_has_nothing_to_balance_and_is_left_out_of_the_balance_picture(trained_run, tmp_path,
+                                                                                               drawn, capsys):
+    text = tmp_path / "text"
+    train.main(["--dataset", "meld", "--size", "0.05", "--epochs", "1", "--modalities", "t", "--out", str(text), *TINY])
+    assert drawn["training.png"]["axes"] == 2  # losses and dev F1; no ratio panel of a flat ρ = 1
+    assert drawn["training.png"]["epoch_ticks"] and all(t == int(t) for t in drawn["training.png"]["epoch_ticks"])
+    capsys.readouterr()
+
+    report.main([str(text)])
+    assert not (text / "balance.png").exists() and "balance.png" not in drawn
+    assert "balance.png: no picture for text: a run of one modality has nothing to balance" in capsys.readouterr().out
+    _assert_pngs([text / "dev_f1.png", text / "confusion.png"])
+
+    both = _copy_of_run(trained_run, tmp_path / "atv")
+    report.main([str(both), str(text), "--out", str(tmp_path / "both")])
+    assert [label.split(" (")[0] for label in drawn["balance.png"]["legend"]] == ["atv"]
+    assert "balance.png: leaves out text" in capsys.readouterr().out

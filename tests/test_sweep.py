@@ -82,6 +82,15 @@ def test_a_second_launch_queues_only_the_missing_cells(tmp_path, capfd):
     with pytest.raises(SystemExit, match="was started with the trainer flags"):
         sweep.main(["--out", str(out), "--", *TINY, "--beta", "0.2"])
 
+    # The same study as a recipe file: every trainer flag resolved at the top level, the sweep's own under sweep:.
+    sweep.main(["--out", str(out), "--variants", "atv", "--ablations", "--seeds", "3", "--print-config", "--", *TINY])
+    recipe = tmp_path / "study.yaml"
+    recipe.write_text(capfd.readouterr().out)
+    assert "\nlr: 0.002\nweight_decay: 1.0e-08\n" in recipe.read_text()
+    assert "\nsweep:\n" in recipe.read_text() and "\n  seeds: [3]\n" in recipe.read_text()
+    again = sweep.main(["--config", str(recipe)])
+    assert "0 cells queued" in capfd.readouterr().out and again["markdown"] == report["markdown"]
+
 
 def test_a_study_whose_trials_recorded_fewer_variants_as_parameters_goes_on(tmp_path, capfd):
     # Versions before the variants were user attributes suggested them from the VARIANTS of their day.
@@ -119,6 +128,16 @@ def test_the_full_model_is_the_modalities_flag_and_ablations_keep_them(tmp_path,
 def test_flags_the_sweep_sets_itself_are_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: .* sets --seed, --modalities for each trial itself"):
         sweep.main(["--out", str(tmp_path), "--", *TINY, "--seed", "4", "--modalities", "at"])
+    recipe = tmp_path / "study.yaml"
+    recipe.write_text("dataset: meld\nseed: 4\nsweep:\n  seeds: [1]\n")
+    with pytest.raises(SystemExit, match=r"^error: .*study\.yaml: seed: python -m ada2i_fast\.sweep sets it for each "
+                                         r"trial itself; drop it$"):
+        sweep.main(["--config", str(recipe)])
+    recipe.write_text("sweep:\n  seeds: one\n")
+    with pytest.raises(SystemExit, match=r"^error: .*study\.yaml: sweep\.seeds: invalid int value: 'one'$"):
+        sweep.main(["--config", str(recipe)])
+    with pytest.raises(SystemExit, match=r"^error: give --config and --print-config before --"):
+        sweep.main(["--out", str(tmp_path), "--", "--config", str(recipe)])
     with pytest.raises(SystemExit, match=r"^error: no study database at"):
         sweep.main(["--out", str(tmp_path / "nothing"), "--report-only"])
 

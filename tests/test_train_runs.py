@@ -4,6 +4,7 @@ for every bad flag (tiny synthetic corpora, CPU)."""
 import dataclasses
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -43,6 +44,11 @@ def _steps_then(monkeypatch, action, at_steps):
     monkeypatch.setattr(trainer, "train_step", step)
 
 
+def _interrupt(n, batch):
+    os.kill(os.getpid(), signal.SIGINT)  # the handler only records it; the step still runs whole
+    return batch
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
@@ -55,11 +61,7 @@ def test_a_run_interrupted_and_resumed_ends_as_an_uninterrupted_one(tmp_path, mo
                                                                    stop_after_step):
     out = tmp_path / "run"
 
-    def interrupt(n, batch):
-        os.kill(os.getpid(), signal.SIGINT)  # the handler only records it; the step still runs whole
-        return batch
-
-    _steps_then(monkeypatch, interrupt, {stop_after_step})
+    _steps_then(monkeypatch, _interrupt, {stop_after_step})
     with pytest.raises(SystemExit) as stopped:
         _run(out, "--epochs", "3")
     assert stopped.value.code == 128 + signal.SIGINT
@@ -80,15 +82,46 @@ def test_resume_refuses_changed_settings_and_a_folder_without_state(tmp_path):
         train.main(["--resume", str(tmp_path)])
 
 
-def test_an_existing_run_is_refused_unless_overwritten(tmp_path):
-    out = tmp_path / "run"
-    _run(out, "--epochs", "1", "--keep-last")
-    with pytest.raises(SystemExit, match=r"already holds a run \(run\.json, metrics\.jsonl, best\.pt, last\.pt, model, "
-                                         r"summary\.json, training\.png\); continue it with --resume"):
-        _run(out, "--epochs", "1")
-    _run(out, "--epochs", "1", "--overwrite", "--seed", "3")
-    assert json.loads((out / "summary.json").read_text())["train_config"]["seed"] == 3
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+def _refusal(out, *flags) -> str:
+    """The error of a new run into ``out``, which holds a run already."""
+    with pytest.raises(SystemExit) as refused:
+        _run(out, *flags)
+    message = str(refused.value.code)
+    assert message.startswith(f"error: {out} already holds a run (")
+    return message
+
+
+SMALL = ("--size", "0.03", "--batch-size", "30")  # a smaller corpus, in two steps an epoch
+
+
+def test_an_existing_run_is_refused_with_advice_that_works_for_its_state(tmp_path, monkeypatch):
+    kept = tmp_path / "kept"
+    _run(kept, "--epochs", "1", "--keep-last", *SMALL)
+    advice = _refusal(kept, "--epochs", "1")
+    assert "(run.json, metrics.jsonl, best.pt, last.pt, model, summary.json, training.png)" in advice
+    extend = re.search(r"kept its last\.pt: extend it with --resume (\S+) --epochs N \(N > (\d+)\), or replace it", advice)
+    assert extend and extend.group(1) == str(kept)
+    assert train.main(["--resume", extend.group(1), "--epochs", str(int(extend.group(2)) + 1), "--quiet"])["epochs_run"] == 2
+
+    for name in ("best.pt", "last.pt"):  # as a run without --keep-last ends: nothing can continue it
+        (kept / name).unlink()
+    advice = _refusal(kept, "--epochs", "1")
+    assert advice.endswith("it has finished and its last.pt was removed, so it cannot be continued: replace it with "
+                           "--overwrite or choose another --out")
+    _run(kept, "--epochs", "1", "--overwrite", "--seed", "3", *SMALL)
+    assert json.loads((kept / "summary.json").read_text())["train_config"]["seed"] == 3
+    assert len((kept / "metrics.jsonl").read_text().splitlines()) == 1
+
+    stopped = tmp_path / "stopped"  # no epoch beats the first (lr 1e-12): early stopping ends it after epoch 2
+    _steps_then(monkeypatch, _interrupt, {1})
+    with pytest.raises(SystemExit):
+        _run(stopped, "--epochs", "3", "--patience", "1", "--lr", "1e-12", "--keep-last", *SMALL)
+    monkeypatch.undo()
+    advice = _refusal(stopped, "--epochs", "1")
+    resume = re.search(r"it stopped before its end: continue it with --resume (\S+), or replace it", advice)
+    assert resume and train.main(["--resume", resume.group(1), "--quiet"])["epochs_run"] == 2
+    advice = _refusal(stopped, "--epochs", "1")  # last.pt kept, but more epochs would not continue it
+    assert "it stopped early after epoch 2" in advice and "--resume" not in advice
 
 
 def test_an_interrupted_checkpoint_write_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, monkeypatch):

@@ -55,6 +55,24 @@ def test_the_epoch_reporter_reports_dev_f1_and_prunes_when_told():
 def test_the_searched_flags_are_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: .* sets --lr, --amw-scale for each trial itself"):
         tune.main(["--out", str(tmp_path), "--", *TINY, "--lr", "1e-3", "--amw-scale", "5"])
+    recipe = tmp_path / "tune.yaml"
+    recipe.write_text("dataset: meld\nlr: 0.001\n")
+    with pytest.raises(SystemExit, match=r"^error: .*tune\.yaml: lr: python -m ada2i_fast\.tune sets it for each trial"):
+        tune.main(["--config", str(recipe)])
+
+
+def test_a_recipe_file_holds_the_trainer_keys_and_tunes_own_section_and_reads_back(tmp_path, capsys):
+    recipe = tmp_path / "tune.yaml"
+    recipe.write_text("dataset: meld\nsize: 0.03\nepochs: 2\ntune:\n  trials: 3\n  warmup_epochs: 0\n"
+                      "sweep:\n  seeds: [1]   # the sweep's section: tune reads its own\n")
+    printed = tune.main(["--config", str(recipe), "--print-config", "--trials", "5", "--", "--hidden", "16"])
+    text = capsys.readouterr().out
+    assert printed["tune"]["trials"] == 5 and printed["tune"]["warmup_epochs"] == 0  # the flag over the file
+    assert printed["hidden"] == 16 and printed["epochs"] == 2 and "lr" not in printed and "seed" in printed
+    assert "\ntune:\n" in text and "\n  trials: 5\n" in text
+    (tmp_path / "printed.yaml").write_text(text)
+    assert tune.main(["--config", str(tmp_path / "printed.yaml"), "--print-config"]) == printed
+    assert capsys.readouterr().out == text
 
 
 def _summary(dev_f1):
