@@ -4,12 +4,15 @@
     python benchmarks/scaling.py --out benchmarks/results/scaling-cpu      # OUT.md, OUT.json, OUT.png
 
 Each point runs in a fresh process: the model and optimizer are built, one step warms up (Adam's
-state, the allocator), then three steps are timed (median and spread) while the process's peak
-memory is recorded. Memory: the peak over the three steps above the state after the warm-up step,
-i.e. what a step needs beyond weights, gradients and optimizer state (peak RSS from /proc's VmHWM on
-the CPU, ``max_memory_allocated`` on CUDA). Every dialogue in the batch has length T, so the authors'
-padded grid and our packed rows hold the same utterances. Run it alone on the machine: the timings
-are only comparable within one run; memory does not depend on load.
+state, the allocator), then three steps are timed (median and spread) and one more is measured for
+memory: the peak of the bytes torch holds during the step above what it held at the step's start
+(weights, gradients and optimizer state), i.e. what a step needs beyond them. On CUDA that is
+``max_memory_allocated``; on the CPU the running sum of torch's allocations and frees over the step
+(``torch.profiler`` with ``profile_memory``), because the process's peak RSS depends on how much
+freed memory the C allocator kept from the steps before (it showed the authors' step needing 610 MiB
+where its saved activations alone hold 1,375 MiB). Every dialogue in the batch has length T, so
+the authors' padded grid and our packed rows hold the same utterances. Run it alone on the machine:
+the timings are only comparable within one run; memory does not depend on load.
 """
 
 from __future__ import annotations
@@ -68,41 +71,52 @@ def measure_point(way: str, T: int, B: int, R: int, smoke: bool) -> dict:
 
     step()
     sync()
-    before = _memory(device, reset=True)
     seconds = []
     for _ in range(3):
         start = time.perf_counter()
         step()
         sync()
         seconds.append(time.perf_counter() - start)
-    peak = _memory(device, peak=True)
     return dict(way=way, T=T, B=B, R=R, seconds=statistics.median(seconds), seconds_min=min(seconds),
-                seconds_max=max(seconds), step_bytes=peak - before, utterances=B * T)
+                seconds_max=max(seconds), step_bytes=step_memory(step, sync, device, list(model.parameters())),
+                utterances=B * T)
 
 
-def _memory(device, *, reset: bool = False, peak: bool = False) -> int:
+def step_memory(step, sync, device, parameters) -> int:
+    """The peak of the bytes torch holds while ``step`` runs above weights, gradients and optimizer
+    state. The gradients are dropped first (the profiler sees no free of a tensor made before it
+    started), so the step's peak above its start includes them once; their size is taken off."""
     import torch
 
+    gradients = sum(p.numel() * p.element_size() for p in parameters)
+    for p in parameters:
+        p.grad = None
     if device.type == "cuda":
-        if reset:
-            torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.max_memory_allocated() if peak else torch.cuda.memory_allocated()
-    if reset:  # VmHWM starts again from the current RSS
-        Path("/proc/self/clear_refs").write_text("5")
-    field = "VmHWM" if peak else "VmRSS"
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
-    return int(line.split()[1]) * 1024
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        sync()
+        return torch.cuda.max_memory_allocated() - before - gradients
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    held = peak = 0
+    for event in sorted(profiler.events(), key=lambda e: e.time_range.start):
+        held += event.self_cpu_memory_usage
+        peak = max(peak, held)
+    return peak - gradients
 
 
-def points(smoke: bool) -> list[tuple[str, dict]]:
+def points(smoke: bool, chosen=tuple(AXES)) -> list[tuple[str, dict]]:
     axes, base = (SMOKE_AXES, SMOKE_BASE) if smoke else (AXES, BASE)
-    return [(axis, {**base, axis: value}) for axis, values in axes.items() for value in values]
+    return [(axis, {**base, axis: value}) for axis, values in axes.items() if axis in chosen for value in values]
 
 
-def run(ways, smoke: bool, timeout: int) -> list[dict]:
+def run(ways, smoke: bool, timeout: int, axes=tuple(AXES)) -> list[dict]:
     from tqdm import tqdm
 
-    todo = [(axis, shape, way) for axis, shape in points(smoke) for way in ways]
+    todo = [(axis, shape, way) for axis, shape in points(smoke, axes) for way in ways]
     results = []
     for axis, shape, way in tqdm(todo, desc="scaling", unit="point"):
         args = [sys.executable, __file__, "--point", way, str(shape["T"]), str(shape["B"]), str(shape["R"])]
@@ -174,6 +188,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="writes OUT.md, OUT.json and OUT.png")
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
+    parser.add_argument("--axes", nargs="+", choices=tuple(AXES), default=list(AXES), help="which axes to sweep")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes and model (checks the script)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds one point may take")
     parser.add_argument("--point", nargs=4, metavar=("WAY", "T", "B", "R"), help=argparse.SUPPRESS)
@@ -187,7 +202,7 @@ def main(argv=None) -> None:
     from roofline import machine_name
 
     machine = machine_name()
-    results = run(args.ways, args.smoke, args.timeout)
+    results = run(args.ways, args.smoke, args.timeout, args.axes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(dict(machine=machine, results=results), indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(results, machine))

@@ -112,7 +112,7 @@ def test_the_modulation_table_is_the_traced_steps_numbers(sweep_runs):
                / statistics.fmean(s["update_norm"]["t"] for s in modulated["no-modulation"]))
     assert ratio_1 in [pytest.approx(r) for r in _per_seed_ratios(runs, "t")]
     for s in modulated["no-modulation"]:  # without modulation nothing scales or adds to the gradients
-        assert s["grad_norm_after"] == s["grad_norm_before"]
+        assert s["grad_norm_after"] == pytest.approx(s["grad_norm_before"], rel=1e-5)  # the before: the clip's pass
 
 
 def _per_seed_ratios(runs, m):

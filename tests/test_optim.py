@@ -107,3 +107,17 @@ def test_only_weights_that_meet_nothing_but_matmuls_get_a_bf16_copy():
     assert "encoders.t.lin_out.weight" in names and "afw.layers.0.att_weight" in names
     assert "encoders.t.transformer_encoder.layers.0.self_attn.in_proj_weight" in names
     assert not any("norm" in name or name.startswith("head.") for name in names)
+
+
+@needs_native
+def test_the_native_step_is_the_same_for_any_number_of_threads():
+    results = []
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            results.append(_run(Adam, steps=3)[0])
+        finally:
+            torch.set_num_threads(before)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
