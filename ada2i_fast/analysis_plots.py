@@ -18,6 +18,7 @@ _VARIANT_STYLE = {
     "no-afw": dict(color="tab:orange", label="without AFW"),
     "no-grad-noise": dict(color="tab:blue", label="modulation without noise"),
     "continuous-k": dict(color="tab:brown", label="continuous k (not the method)"),
+    "update-target": dict(color="tab:olive", label="k on the update (not the method)"),
 }
 _KIND_COLOURS = {"pair": "tab:blue", "single": "tab:grey"}
 

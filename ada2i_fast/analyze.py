@@ -275,7 +275,8 @@ def _ratio_spread(run: Run) -> float | None:
 
 # --- what the modulation does ----------------------------------------------------------------------
 
-MODULATION_VARIANTS = ("full", "no-grad-noise", "no-modulation", "continuous-k")
+MODULATION_VARIANTS = ("full", "no-grad-noise", "no-modulation", "continuous-k", "update-target")
+ALTERNATIVE_VARIANTS = ("continuous-k", "update-target")  # in the table only when they ran
 
 
 def modulation(runs: SweepRuns) -> dict:
@@ -283,14 +284,18 @@ def modulation(runs: SweepRuns) -> dict:
     step applied, how often the modality was the weakest (k = 1), how modulation changed its encoder's
     gradient norm (noise included), and the norm of the optimizer's update of its encoder with
     modulation, with modulation but no noise, and without modulation (means over the modulated
-    epochs, then over seeds; ratios paired by seed)."""
+    epochs, then over seeds; ratios paired by seed). For every modulated variant, its encoder update
+    over the unmodulated run's and that ratio over its own k: 1 where the modulation reaches the
+    update as it scales the gradient (what SGD would give), near 1/k where Adam normalises it away."""
     if not runs.traced:
         raise NotAvailable("modulation: the full model's runs have no steps.jsonl; train the sweep with --trace")
     runs.require_modulated_epochs("modulation")
     means = {v: {s: _step_means(run) for s, run in runs.variant(v).items() if (run.path / "steps.jsonl").is_file()}
              for v in MODULATION_VARIANTS}
     traced = {v: {s: m for s, m in per_seed.items() if m is not None} for v, per_seed in means.items()}
-    traced = {v: t for v, t in traced.items() if t or v != "continuous-k"}  # an alternative, when it ran
+    traced = {v: t for v, t in traced.items() if t or v not in ALTERNATIVE_VARIANTS}
+    modulated = [v for v in traced if v != "no-modulation" and traced[v]]
+    unmodulated = traced.get("no-modulation", {})
     rows = []
     for m in runs.modalities:
         full = traced["full"]
@@ -302,18 +307,36 @@ def modulation(runs: SweepRuns) -> dict:
             if v != "full":
                 row[f"update_full_over_{v}"] = mean_std(full[s][m]["update"] / traced[v][s][m]["update"]
                                                         for s in full if s in traced[v])
+        for v in modulated:
+            paired = [s for s in traced[v] if s in unmodulated]
+            row[f"k_{v}"] = mean_std(traced[v][s][m]["k"] for s in traced[v])
+            row[f"weakest_{v}"] = mean_std(traced[v][s][m]["weakest"] for s in traced[v])
+            row[f"update_ratio_{v}"] = mean_std(traced[v][s][m]["update"] / unmodulated[s][m]["update"] for s in paired)
+            row[f"update_ratio_over_k_{v}"] = mean_std(
+                traced[v][s][m]["update"] / unmodulated[s][m]["update"] / traced[v][s][m]["k"] for s in paired)
         rows.append(row)
     others = [v for v in traced if v != "full"]
     lines = ["Means over the modulated epochs of each traced run, then mean ± std over seeds. k: the coefficient "
              "applied to the modality's encoder gradients; weakest: the share of steps in which it had the lowest "
              "score (k = 1); gradient gain: ‖g‖ after modulation (and noise) / ‖g‖ before; update: ‖Δθ‖ of the "
-             "encoder's Adam step; full / variant: the full model's update over the variant's, paired by seed.", "",
+             "encoder's optimizer step; full / variant: the full model's update over the variant's, paired by seed.", "",
              "| modality | k | weakest | gradient gain | " + " | ".join(f"update, {v}" for v in traced) + " | "
              + " | ".join(f"full / {v}" for v in others) + " |", "|---|---|---|---|" + "---|" * (2 * len(traced) - 1)]
     for row in rows:
         lines.append(f"| {NAMES[row['modality']]} | {pm(row['k'])} | {pm(row['weakest'])} | {pm(row['gradient_gain'])} | "
                      + " | ".join(pm(row[f"update_{v}"], digits=4) for v in traced) + " | "
                      + " | ".join(pm(row[f"update_full_over_{v}"]) for v in others) + " |")
+    if unmodulated and modulated:
+        lines += ["", "Does the modulation reach the update? Per modulated variant: its k, the share of steps the modality "
+                  "was the weakest, its encoder update over the unmodulated run's (paired by seed), and that ratio over "
+                  "its own k (1: the update is scaled by k, as scaling the gradient does under SGD).", "",
+                  "| variant | modality | k | weakest | update / unmodulated | (update / unmodulated) / k |",
+                  "|---|---|---|---|---|---|"]
+        for v in modulated:
+            for row in rows:
+                lines.append(f"| {_variant_name(runs, v)} | {NAMES[row['modality']]} | {pm(row[f'k_{v}'])} | "
+                             f"{pm(row[f'weakest_{v}'])} | {pm(row[f'update_ratio_{v}'])} | "
+                             f"{pm(row[f'update_ratio_over_k_{v}'])} |")
     epochs = {v: {m: {k: curves_of_steps(runs.variant(v), m, k) for k in ("coefficient", "update_norm")}
                   for m in runs.modalities} for v in traced if traced[v]}
     return dict(rows=rows, curves=epochs, markdown="\n".join(lines))

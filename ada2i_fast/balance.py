@@ -15,6 +15,7 @@ def disparity_ratios(scores: Tensor) -> Tensor:
 
 
 CURVES = ("method", "continuous")
+TARGETS = ("gradient", "update")  # what k scales: the encoder's gradient (the method) or its optimizer update
 
 
 def modulation_coefficients(ratios: Tensor, alpha: float, curve: str = "method") -> Tensor:

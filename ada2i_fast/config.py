@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .balance import CURVES
+from .balance import CURVES, TARGETS
 from .datasets import DatasetSpec, dataset_spec
 from .devices import PRECISIONS, default_device
 from .kernels import BACKENDS
 from .modalities import ORDER
+from .optim import OPTIMIZERS
 
 ENCODERS = ("transformer", "lstm")
 COMPAT_MODES = ("method", "reference")
@@ -214,14 +215,23 @@ class TrainConfig(_Config):
     modulation_curve: str = setting("method", role="recipe", choices=CURVES,
                                     help="method: k = 1 - tanh(alpha*rho) for rho > 1 (SPEC §3); continuous: "
                                     "k = 1 - tanh(alpha*(rho - 1)), not the method (README, balance study)")
+    modulation_target: str = setting("gradient", role="recipe", choices=TARGETS,
+                                     help="gradient: scale each encoder's gradient by k (the method, SPEC §3); "
+                                     "update: scale each encoder's optimizer update by k instead, what scaling the "
+                                     "gradient does under SGD (Adam normalises a lasting gradient scale away; README, "
+                                     "balance study)")
     grad_noise: bool = setting(True, role="recipe", help="with modulation, add N(0, std(g)^2) to each encoder "
                                "gradient (the public code's --normalize)")
     start_mod: int = setting(4, role="recipe", help="first epoch with modulation (1-based; a run of fewer --epochs "
                              "never modulates, and its start line says so)")
     end_mod: int = setting(50, role="recipe", help="last epoch with modulation")
     # recipe (SPEC §4)
-    lr: float = setting(1.7e-4, role="recipe", help="Adam's learning rate")
-    weight_decay: float = setting(1e-8, role="recipe", help="Adam's weight decay")
+    optimizer: str = setting("adam", role="recipe", choices=OPTIMIZERS,
+                             help="adam: the recipe's (SPEC §4); sgd: SGD with momentum 0.9 and the recipe's weight "
+                             "decay, the optimizer OGM-GE's gradient modulation was designed for (a control; its --lr "
+                             "must be chosen for it)")
+    lr: float = setting(1.7e-4, role="recipe", help="the optimizer's learning rate")
+    weight_decay: float = setting(1e-8, role="recipe", help="the optimizer's weight decay")
     batch_size: int = setting(10, role="recipe", help="dialogues per batch")
     epochs: int = setting(50, role="recipe", resumable=True,
                           help="most epochs to train; with --resume, a larger number extends a stopped or finished run")
@@ -274,8 +284,9 @@ class TrainConfig(_Config):
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.start_mod > self.end_mod:
             raise ValueError(f"start_mod ({self.start_mod}) must not exceed end_mod ({self.end_mod})")
-        if self.modulation_curve not in CURVES:
-            raise ValueError(f"modulation_curve must be one of {CURVES}, got {self.modulation_curve!r}")
+        for name, choices in (("modulation_curve", CURVES), ("modulation_target", TARGETS), ("optimizer", OPTIMIZERS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 

@@ -12,13 +12,16 @@ from .batch import Batch
 from .config import TrainConfig
 from .distributed import SINGLE, Context
 from .model import Ada2I, total_loss
-from .optim import Adam
+from .optim import Adam, sgd, step_with_scaled_updates
 
 
-def make_optimizer(model: Ada2I, train_config: TrainConfig) -> Adam:
-    """Adam with the recipe's weight decay (``optim.Adam``: torch's fused Adam, one C pass on the
-    CPU): it skips a step flagged non-finite (``found_inf``) without waiting for the device and, in
-    bf16, refreshes the model's bfloat16 weights in the same pass."""
+def make_optimizer(model: Ada2I, train_config: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's optimizer with its learning rate and weight decay: ``optim.Adam`` (torch's fused Adam,
+    one C pass on the CPU, which in bf16 also refreshes the model's bfloat16 weights) or, with
+    ``optimizer="sgd"``, fused SGD with momentum. Both skip a step flagged non-finite (``found_inf``)
+    without waiting for the device."""
+    if train_config.optimizer == "sgd":
+        return sgd(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     bf16_weights = model.bf16_weights if train_config.precision == "bf16" else None
     return Adam(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay, bf16_weights=bf16_weights)
 
@@ -46,6 +49,9 @@ def train_step(
     trace: bool = False,
 ) -> dict[str, torch.Tensor]:
     """forward -> loss -> backward -> clip -> ratios -> (modulation) -> optimizer step.
+
+    With ``modulation_target="update"`` the modulation's k multiplies each encoder's optimizer update
+    instead of its gradient (the gradient noise, when on, is added as with the method).
 
     A step whose loss or gradient norm is not finite leaves the weights and the optimizer state as
     they were; ``skipped`` says so, ``nonfinite_<term>`` says which loss term was to blame, and the
@@ -88,15 +94,17 @@ def train_step(
     extra = {"stop_requested": stop_requested}
     ratios = disparity_ratios(scores)
     coefficients = modulation_coefficients(ratios, train_config.alpha, train_config.modulation_curve)
+    scaled_updates = modulate and train_config.modulation_target == "update"  # k scales the update, not the gradient
     grad_norm, encoder_norms = clip_and_modulate_gradients(
-        list(model.parameters()), model.encoder_parameters(), coefficients if modulate else None,
+        list(model.parameters()), model.encoder_parameters(),
+        (torch.ones_like(coefficients) if scaled_updates else coefficients) if modulate else None,
         max_norm=train_config.max_grad_norm, noise=train_config.grad_noise, generator=generator)
     if trace:
         extra["grad_norm_before"] = encoder_norms
         extra["grad_norm_after"] = encoder_grad_norms(model)
         before = [[p.detach().clone() for p in params] for params in model.encoder_parameters()]
     skipped = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
-    _step_unless(optimizer, skipped)
+    _step_unless(optimizer, skipped, (model.encoder_parameters(), coefficients) if scaled_updates else None)
     if trace:
         extra["update_norm"] = torch.stack([
             torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub([p.detach() for p in params], old))))
@@ -126,9 +134,12 @@ def encoder_grad_norms(model: Ada2I) -> torch.Tensor:
     ])
 
 
-def _step_unless(optimizer: torch.optim.Optimizer, skipped: torch.Tensor) -> None:
+def _step_unless(optimizer: torch.optim.Optimizer, skipped: torch.Tensor, scaled_updates=None) -> None:
+    """The optimizer's step unless ``skipped``; ``scaled_updates`` (encoder parameters per modality, k)
+    multiplies modality m's encoder update by k_m."""
+    step = optimizer.step if scaled_updates is None else lambda: step_with_scaled_updates(optimizer, *scaled_updates)
     if optimizer.defaults.get("fused"):
         optimizer.found_inf = skipped.float()  # the fused kernels skip the update on the device
-        optimizer.step()
+        step()
     elif not skipped.item():  # other optimizers cannot skip without reading the flag
-        optimizer.step()
+        step()

@@ -55,6 +55,8 @@ ABLATIONS = {
 ALTERNATIVES = {
     "continuous-k": (("--modulation-curve", "continuous"), "full model, k = 1 - tanh(alpha (rho - 1)) "
                      "(--modulation-curve continuous)"),
+    "update-target": (("--modulation-target", "update"), "full model, k scaling each encoder's update "
+                      "(--modulation-target update)"),
 }
 CHANGED = {**ABLATIONS, **ALTERNATIVES}  # variants of the full model
 VARIANTS = SUBSETS + tuple(CHANGED)
