@@ -15,6 +15,9 @@ from .kernels.dropout import dropout
 from .rows import padded_grid, real_rows
 
 
+ROW_BUCKET = 32
+
+
 def attention_heads(dim: int) -> int:
     """The first head count in 5..14 that divides ``dim``, else 1 (the public code's rule)."""
     return next((h for h in range(5, 15) if dim % h == 0), 1)
@@ -51,11 +54,15 @@ class TransformerEncoder(nn.Module):
             return self.lin_out(self.transformer_encoder(x))
         b, t, d = x.shape
         rows = x.reshape(b * t, d).index_select(0, flat_index)
-        if torch.is_autocast_enabled(rows.device.type):  # the residual stream in the autocast dtype: no casts
-            rows = rows.to(torch.get_autocast_dtype(rows.device.type))
+        if torch.is_autocast_enabled(rows.device.type):
+            # The residual stream in the autocast dtype (no casts at every Linear), and the rows rounded up
+            # to a multiple of ROW_BUCKET with zero rows no real row reads: oneDNN builds a bf16 kernel per
+            # matrix shape, and every batch brings other row counts.
+            rows = _rows_of(rows.to(torch.get_autocast_dtype(rows.device.type)),
+                            -(-rows.shape[0] // ROW_BUCKET) * ROW_BUCKET)
         for layer in self.transformer_encoder.layers:
             rows = _packed_post_norm_layer(layer, rows, mask, flat_index)
-        return padded_grid(self.lin_out(rows), flat_index, b * t).view(b, t, -1)
+        return padded_grid(self.lin_out(rows)[: flat_index.numel()], flat_index, b * t).view(b, t, -1)
 
 
 def _packed_post_norm_layer(layer: nn.TransformerEncoderLayer, rows: Tensor, mask: Tensor, flat_index: Tensor) -> Tensor:
@@ -63,14 +70,20 @@ def _packed_post_norm_layer(layer: nn.TransformerEncoderLayer, rows: Tensor, mas
     padded keys masked; each dropout fused with the ReLU before it or the residual add after it."""
     b, t = mask.shape
     attn, training = layer.self_attn, layer.training
-    d, heads = attn.embed_dim, attn.num_heads
+    d, heads, n = attn.embed_dim, attn.num_heads, flat_index.numel()
     qkv = F.linear(rows, attn.in_proj_weight, attn.in_proj_bias).view(-1, 3, heads, d // heads).permute(1, 2, 0, 3)
-    q, k, v = padded_grid(qkv, flat_index, b * t, dim=2).view(3, heads, b, t, d // heads)  # head-major grids
+    q, k, v = padded_grid(qkv[:, :, :n], flat_index, b * t, dim=2).view(3, heads, b, t, d // heads)  # head-major
     context = attention(q, k, v, mask[None, :, None, :], attn.dropout if training else 0.0)  # [heads, B, T, d_head]
     context = real_rows(context.view(heads, b * t, d // heads), flat_index, 1).transpose(0, 1).reshape(-1, d)
+    context = _rows_of(context, rows.shape[0])
     rows = layer.norm1(dropout(attn.out_proj(context), layer.dropout1.p, training=training, residual=rows))
     hidden = dropout(layer.linear1(rows), layer.dropout.p, training=training, relu=True)
     return layer.norm2(dropout(layer.linear2(hidden), layer.dropout2.p, training=training, residual=rows))
+
+
+def _rows_of(rows: Tensor, count: int) -> Tensor:
+    """``rows`` [N, d] followed by zero rows up to ``count``."""
+    return rows if rows.shape[0] == count else F.pad(rows, (0, 0, 0, count - rows.shape[0]))
 
 
 class LSTMEncoder(nn.Module):

@@ -109,3 +109,27 @@ def test_real_rows_and_padded_grid_move_rows_and_gradients_without_accumulating(
     assert torch.equal(padded[index], packed.detach()) and not padded[[1, 4]].any()
     padded.sum().backward()
     assert torch.equal(packed.grad, torch.ones(4, 3))
+
+
+def test_bf16_rows_rounded_up_to_a_bucket_change_no_real_output_or_gradient(monkeypatch):
+    import ada2i_fast.encoders as encoders
+
+    config = tiny_config(drop_rate=0.5)
+    encoder = TransformerEncoder(config.input_dims["t"], config).train()
+    batch = random_batch(config, [4, 1, 6])  # 11 real rows
+    layout = batch.mask, batch.lengths, batch.flat_index
+    found = []
+    for bucket in (1, 16):
+        monkeypatch.setattr(encoders, "ROW_BUCKET", bucket)
+        x = batch.features["t"].clone().requires_grad_()
+        torch.manual_seed(3)  # the same dropout masks: the real rows come first either way
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = encoder(x, *layout)
+        out.float().square().sum().backward()
+        found.append((out.detach().float(), x.grad, [p.grad.clone() for p in encoder.parameters()]))
+        encoder.zero_grad()
+    (out_1, x_1, p_1), (out_16, x_16, p_16) = found
+    torch.testing.assert_close(out_16, out_1, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(x_16, x_1, rtol=2e-2, atol=2e-2)
+    for a, b in zip(p_16, p_1):
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2)
