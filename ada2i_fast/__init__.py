@@ -1,10 +1,11 @@
 """ada2i_fast: Ada2I (multimodal emotion recognition in conversation) with fused kernels."""
 
-from .batch import Batch
 from .config import Ada2IConfig, TrainConfig
+from .inference.pipeline import ConversationPipeline
 from .kernels import get_backend, set_backend, use_backend
-from .model import Ada2I, Ada2IOutput, Prediction
-from .pipeline import ConversationPipeline
+from .modules.batch import Batch
+from .modules.model import Ada2I, Ada2IOutput, Prediction
+from .training.step import make_optimizer, train_step
 
 __all__ = [
     "Ada2I",
@@ -15,7 +16,9 @@ __all__ = [
     "Prediction",
     "TrainConfig",
     "get_backend",
+    "make_optimizer",
     "set_backend",
+    "train_step",
     "use_backend",
 ]
 __version__ = "0.1.0"

@@ -30,8 +30,8 @@ from .atomic import atomic_open, write_json_atomic
 from .cli import USER_ERRORS, one_line, user_errors_as_one_line
 from .modalities import NAMES, ORDER
 from .report import read_run
-from .run_folder import MODEL_FOLDER, read_records
-from .stats import mean_std, pm, verdict
+from .studies.stats import mean_std, pm, verdict
+from .training.run_folder import MODEL_FOLDER, read_records
 
 ANALYSES = ("unimodal", "scores", "gaps", "ratios", "modulation", "robustness")
 ROBUSTNESS_VARIANTS = ("full", "no-modulation", "no-amw", "no-afw")
@@ -373,8 +373,8 @@ def curves_of_steps(runs: dict[int, Run], modality: str, key: str) -> dict:
 def robustness_table(runs: SweepRuns, *, levels, device: str = "cpu") -> dict:
     """:func:`robustness.robustness` of the best-dev model of every run of the full model and the
     ablations in ``ROBUSTNESS_VARIANTS``, as mean ± std over seeds."""
-    from .robustness import robustness
-    from .saved_model import open_checkpoint_and_corpus
+    from .studies.robustness import robustness
+    from .inference.saved_model import open_checkpoint_and_corpus
 
     if not any(run.has_model for run in runs.variant("full").values()):
         raise NotAvailable("robustness: the full model's runs kept no model (train the sweep with --keep-weights)")
@@ -471,8 +471,8 @@ def main(argv=None) -> None:
 
 def write_analysis(analysis: str, runs: SweepRuns, args: argparse.Namespace, out: Path, name: str) -> None:
     """One analysis: its PNG, Markdown table and JSON in ``out``, and the table printed."""
-    from .analysis_plots import PLOTS
-    from .robustness import NOISE_LEVELS
+    from .studies.plots import PLOTS
+    from .studies.robustness import NOISE_LEVELS
 
     if analysis == "robustness":
         result = robustness_table(runs, levels=tuple(args.levels or NOISE_LEVELS), device=args.device)

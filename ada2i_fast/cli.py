@@ -10,7 +10,8 @@ import functools
 import os
 from typing import Callable
 
-from .datasets import DATASETS
+from .datasets import DATASETS, SPLITS
+from .devices import default_device
 
 # What a command's bad input raises: bad flags and files (ValueError and its subclasses), missing,
 # unreadable or unwritable paths and full disks (OSError).
@@ -101,3 +102,19 @@ def add_recipe_flags(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved recipe (the file and the flags merged, the dataset's preset filled "
                         "in) as YAML that --config reads back to the same run, and exit without training")
+
+
+def add_saved_model_flags(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, --data, --dataset, --split and --device, as every command on a saved model takes them."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="a training run's folder (its model/ once the run has finished, else its best.pt, or "
+                        "its last.pt before any epoch ended), a model folder (config.json + model.safetensors: a run's "
+                        "model/ or save_pretrained's), a run's best.pt or last.pt (the current weights), or an "
+                        "authors' checkpoint")
+    add_data_flag(parser, "legacy pickle, cache or transcript corpus to apply the model to; without it and "
+                  "$ADA2I_DATA, the data recorded in the checkpoint")
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default=None,
+                        help="the data layout, needed for an authors' checkpoint that does not record it")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="which split (default: test)")
+    parser.add_argument("--device", default=default_device(),
+                        help="where the model runs (default: cuda where there is one, else cpu)")

@@ -8,14 +8,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .balance import CURVES, TARGETS
 from .datasets import DatasetSpec, dataset_spec
 from .devices import PRECISIONS, default_device
 from .kernels import BACKENDS
 from .modalities import ORDER
-from .optim import OPTIMIZERS
 
 ENCODERS = ("transformer", "lstm")
+CURVES = ("method", "continuous")  # modules.balance.modulation_coefficients
+TARGETS = ("gradient", "update")  # what k scales: the encoder's gradient (the method) or its optimizer update
+OPTIMIZERS = ("adam", "sgd")  # training.optim
 COMPAT_MODES = ("method", "reference")
 ROLES = ("model", "data", "recipe", "execution")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import console_script, user_errors_as_one_line
+from .cli import add_saved_model_flags, console_script, user_errors_as_one_line
 from .devices import check_device
-from .eval_loop import evaluate_split
-from .saved_model import add_saved_model_flags, open_checkpoint_and_corpus
+from .inference.saved_model import open_checkpoint_and_corpus
+from .training.eval_loop import evaluate_split
 
 
 def build_parser() -> argparse.ArgumentParser:

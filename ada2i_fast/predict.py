@@ -32,10 +32,10 @@ from __future__ import annotations
 import argparse
 
 from .atomic import atomic_open, strict_json
-from .cli import user_errors_as_one_line
+from .cli import add_saved_model_flags, user_errors_as_one_line
 from .devices import PRECISIONS, check_device
-from .pipeline import COLUMNS, ConversationPipeline, prediction_records
-from .saved_model import add_saved_model_flags, open_checkpoint_and_corpus
+from .inference.pipeline import COLUMNS, ConversationPipeline, prediction_records
+from .inference.saved_model import open_checkpoint_and_corpus
 
 SPLIT_ONLY = ("data", "dataset", "split")  # the flags of the split mode, which --csv replaces
 

@@ -20,8 +20,8 @@ import re
 from pathlib import Path
 
 from .cli import user_errors_as_one_line
-from .plots import FORMATS, RunCurves, modalities_of, plot_balance, plot_confusion, plot_dev_f1
-from .run_folder import read_records
+from .training.plots import FORMATS, RunCurves, modalities_of, plot_balance, plot_confusion, plot_dev_f1
+from .training.run_folder import read_records
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,13 +27,13 @@ from .atomic import atomic_open, write_json_atomic
 from .cli import add_recipe_flags, console_script, user_errors_as_one_line
 from .config_file import parse_with_recipe
 from .modalities import NAMES, ORDER, in_order
-from .plots import plot_variant_gaps
-from .stats import mean_std, pm, verdict
-from .studies import (
+from .studies.stats import mean_std, pm, verdict
+from .studies.study import (
     add_study_flags, check_trainer_flags, claimed, load_finished_study, open_storage, print_study_recipe,
     record_run_dir, require_optuna, run_workers, split_trainer_flags, start_study, storage_url, train_run,
     unmodulated_note,
 )
+from .training.plots import plot_variant_gaps
 
 FULL = ORDER
 

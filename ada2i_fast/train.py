@@ -22,48 +22,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import distributed
-from .cli import USER_ERRORS, add_config_flags, add_data_flag, add_recipe_flags, console_script, user_errors_as_one_line
-from .config import Ada2IConfig, TrainConfig
+from .cli import USER_ERRORS, console_script, user_errors_as_one_line
 from .config_file import parse_with_recipe, recipe_yaml
-from .data.synthetic import FAMILIES
-from .datasets import DATASETS
 from .devices import check_device, default_device
-from .run_setup import new_run, resolved_flags, resumed_run
-from .trainer import RunInterrupted
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ada2i_fast.train",
-        description="Train and evaluate Ada2I. Hyperparameters default to the dataset's preset.",
-    )
-    parser.add_argument("--dataset", choices=tuple(DATASETS), default="meld",
-                        help="picks the preset and the data layout (default: meld)")
-    add_data_flag(parser, "legacy pickle, columnar cache or transcript corpus; without one, a synthetic corpus "
-                  "of the dataset's shape")
-    parser.add_argument("--size", type=float, default=1.0,
-                        help="synthetic corpus size as a fraction of the real one (default: 1)")
-    parser.add_argument("--synthetic", choices=FAMILIES, default="redundant",
-                        help="the synthetic corpus's family: every modality carries the whole label (redundant), or "
-                        "text merges classes that only audio or visual tell apart (complementary) (default: redundant)")
-    parser.add_argument("--task", choices=("7class", "2class"), default="7class", help="MOSEI label set (default: 7class)")
-    parser.add_argument("--out", default=None, help="output folder (default: a new runs/<dataset>/<date-time>); one "
-                        "that holds a run is refused, naming what works for that run: --resume DIR for a stopped one, "
-                        "--resume DIR --epochs N for a finished one that kept its last.pt, --overwrite or another --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt (its own settings; "
-                        "no --config)")
-    add_recipe_flags(parser, "the flags")
-    ablation = parser.add_argument_group("ablations (the paper's; each recorded in summary.json)")
-    ablation.add_argument("--no-afw", action="store_true", help="encoders straight to the head (--mmt-nlayers 0)")
-    ablation.add_argument("--no-amw", action="store_true", help="the concat head instead of the cosine one (--no-mmcosine)")
-    add_config_flags(parser, Ada2IConfig, "model", "model hyperparameters (default: the dataset's preset)")
-    add_config_flags(parser, TrainConfig, "recipe", "training recipe (default: the dataset's preset)")
-    execution = add_config_flags(parser, TrainConfig, "execution", "execution (--resume may change --device, "
-                                 "--backend, --log-every and the progress bars)")
-    execution.add_argument("--quiet", dest="progress", action="store_false", default=None, help="no progress bars")
-    return parser
+from .training import distributed
+from .training.run_setup import build_parser, new_run, resolved_flags, resumed_run
+from .training.trainer import RunInterrupted
 
 
 @user_errors_as_one_line

@@ -19,7 +19,7 @@ from pathlib import Path
 from .atomic import write_json_atomic
 from .cli import add_recipe_flags, console_script, user_errors_as_one_line
 from .config_file import parse_with_recipe
-from .studies import (
+from .studies.study import (
     add_study_flags, check_trainer_flags, claimed, open_storage, print_study_recipe, record_run_dir, require_optuna,
     run_workers, split_trainer_flags, start_study, storage_url, train_run, unmodulated_note,
 )

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ada2i_fast import Ada2I, Ada2IConfig, Batch, TrainConfig, use_backend
-from ada2i_fast.dropout import Dropout
-from ada2i_fast.encoders import TransformerEncoder
+from ada2i_fast.modules.dropout import Dropout
+from ada2i_fast.modules.encoders import TransformerEncoder
 
 
 def authors_model(config: Ada2IConfig) -> Ada2I:

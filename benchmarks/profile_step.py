@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).parent))
 from ada2i_fast import Ada2I, Ada2IConfig, TrainConfig  # noqa: E402
 from ada2i_fast.data import iterate_batches, make_synthetic  # noqa: E402
-from ada2i_fast.step import make_optimizer, train_step  # noqa: E402
+from ada2i_fast.training.step import make_optimizer, train_step  # noqa: E402
 
 GEMMS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from ada2i_fast import train
 from ada2i_fast.data.cache import write_cache
 from ada2i_fast.data.transcripts import LAYOUTS, build_transcript_corpus
-from ada2i_fast.baselines import baseline_f1
+from ada2i_fast.studies.baselines import baseline_f1
 
 
 def run(corpus_dir: Path, dataset: str, scale: float, seed: int, epochs: int) -> dict:

@@ -42,7 +42,7 @@ def measure_point(way: str, T: int, B: int, R: int, smoke: bool) -> dict:
     import torch
 
     from ada2i_fast import Ada2I, Ada2IConfig, Batch, TrainConfig
-    from ada2i_fast.step import make_optimizer, train_step
+    from ada2i_fast.training.step import make_optimizer, train_step
     from authors_way import authors_model, authors_optimizer, authors_train_step
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -22,9 +22,9 @@ import pytest
 import torch
 
 from ada2i_fast import Ada2IConfig
-from ada2i_fast.afw import AFW
 from ada2i_fast.kernels import tensor_ring, use_backend
 from ada2i_fast.kernels.tensor_ring_torch import tensor_ring_factored
+from ada2i_fast.modules.afw import AFW
 from roofline import afw_layer_cost, record, tensor_ring_cost
 from shapes import Shape, presets
 

@@ -20,7 +20,7 @@ import torch
 from ada2i_fast import Ada2I, Ada2IConfig, TrainConfig
 from ada2i_fast.data import iterate_batches, make_synthetic, padding_waste
 from ada2i_fast.devices import resolve_precision
-from ada2i_fast.step import make_optimizer, train_step
+from ada2i_fast.training.step import make_optimizer, train_step
 from authors_way import authors_eval_forward, authors_model, authors_optimizer, authors_train_step
 from roofline import inference_cost, record, tensor_bytes, train_step_cost
 

@@ -12,7 +12,7 @@ KERNEL_DEVICE = torch.device(os.environ.get("ADA2I_KERNEL_DEVICE", "cpu"))
 from torch.overrides import TorchFunctionMode
 
 from ada2i_fast import Ada2I, Ada2IConfig, Batch, TrainConfig
-from ada2i_fast.step import make_optimizer
+from ada2i_fast.training.step import make_optimizer
 
 HOST_SYNC_METHODS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy", "nonzero"}
 

@@ -5,9 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ada2i_fast.afw import AFWLayer
 from ada2i_fast.config import Semantics
 from ada2i_fast.kernels import tensor_ring, use_backend
+from ada2i_fast.modules.afw import AFWLayer
 
 
 def _layer_inputs(n_mod, lengths, hidden, rank, dtype, reference, seed=0):

@@ -6,10 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from ada2i_fast import analysis_plots, analyze, evaluate, train
+from ada2i_fast import analyze, evaluate, train
+from ada2i_fast.studies import plots as analysis_plots
 from conftest import whole_epoch_ticks
-from ada2i_fast.robustness import robustness
-from ada2i_fast.saved_model import open_checkpoint_and_corpus
+from ada2i_fast.inference.saved_model import open_checkpoint_and_corpus
+from ada2i_fast.studies.robustness import robustness
 
 TINY = ["--dataset", "meld", "--synthetic", "complementary", "--size", "0.03", "--epochs", "2", "--start-mod", "2",
         "--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--drop-rate", "0.1", "--lr", "2e-3",
@@ -68,7 +69,7 @@ def test_robustness_drops_or_corrupts_one_modality_of_the_saved_models(sweep_run
     assert result["clean"] == pytest.approx(evaluate.main(["--checkpoint", str(best)])["weighted_f1"])
     assert result["noise"]["a"][0] == result["clean"] == result["noise"]["t"][0]
     alone = open_checkpoint_and_corpus(best, None, None)[0].restricted_to("t")
-    from ada2i_fast.eval_loop import evaluate_split
+    from ada2i_fast.training.eval_loop import evaluate_split
     without_audio = evaluate_split(alone, corpus.splits["test"], batch_size=10, device="cpu").weighted_f1
     assert result["missing"]["a"] == pytest.approx(without_audio)
     assert result["noise"]["t"][2] != result["clean"]  # noise a hundred stds wide changes the predictions

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from ada2i_fast import Ada2I
-from ada2i_fast.balance import apply_modulation, clip_and_modulate_gradients, disparity_ratios, modulation_coefficients
 from ada2i_fast.kernels import backend, modulation_torch, use_backend
-from ada2i_fast.step import train_step
+from ada2i_fast.modules.balance import apply_modulation, clip_and_modulate_gradients, disparity_ratios, modulation_coefficients
+from ada2i_fast.training.step import train_step
 from conftest import random_batch, tiny_config, tiny_step_inputs
 
 

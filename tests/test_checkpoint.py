@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from ada2i_fast import Ada2I, TrainConfig
-from ada2i_fast.checkpoint import load_checkpoint, save_checkpoint
+from ada2i_fast.training.checkpoint import load_checkpoint, save_checkpoint
 from conftest import random_batch, tiny_config
 
 FIXTURES = Path(__file__).parent / "fixtures"

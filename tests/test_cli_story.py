@@ -9,11 +9,12 @@ import signal
 
 import pytest
 
-from ada2i_fast import TrainConfig, evaluate, report, train, trainer
+from ada2i_fast import TrainConfig, evaluate, report, train
 from ada2i_fast.data import make_synthetic
 from ada2i_fast.data.transcripts import LAYOUTS
 from ada2i_fast.datasets import DATASETS
-from ada2i_fast.step import train_step
+from ada2i_fast.training import trainer
+from ada2i_fast.training.step import train_step
 
 TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",
         "--drop-rate", "0.1", "--lr", "2e-3"]

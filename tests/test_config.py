@@ -91,7 +91,7 @@ def test_dict_round_trip():
 
 
 def test_cosine_scale_defaults_to_ten_for_the_method_and_one_for_the_public_code():
-    from ada2i_fast.model import Ada2I
+    from ada2i_fast.modules.model import Ada2I
     from conftest import tiny_config
 
     assert Ada2IConfig().amw_scale is None and Ada2IConfig().cosine_scale == 10.0

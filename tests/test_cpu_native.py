@@ -43,7 +43,7 @@ warnings.simplefilter("always")
 import torch
 from ada2i_fast import Ada2I, TrainConfig
 from ada2i_fast.kernels import cpu_native
-from ada2i_fast.step import make_optimizer, train_step
+from ada2i_fast.training.step import make_optimizer, train_step
 import conftest
 for _ in range(2):
     model, recipe, optimizer, batch = conftest.tiny_step_inputs()

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from ada2i_fast.batch import Batch
 from ada2i_fast.data import Split, iterate_batches, make_synthetic, num_batches, padding_waste
+from ada2i_fast.modules.batch import Batch
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ada2i_fast import run_setup, train, trainer
+from ada2i_fast import train
 from ada2i_fast.data import make_synthetic
 from ada2i_fast.data.batching import batch_order, iterate_shards, shard_dialogues
 from ada2i_fast.data.corpus import dialogue_rows
-from ada2i_fast.step import train_step
+from ada2i_fast.training import run_setup, trainer
+from ada2i_fast.training.step import train_step
 
 DIMS = {"a": 12, "t": 20, "v": 10}  # conftest.tiny_config's
 # The meld recipe on a tiny model, modulation with gradient noise in both epochs, no dropout. Batches

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from ada2i_fast.dropout import Dropout
 from ada2i_fast.kernels import cpu_native, use_backend
 from ada2i_fast.kernels.dropout import dropout
+from ada2i_fast.modules.dropout import Dropout
 
 BACKENDS = ["native", "torch"]
 needs_native = pytest.mark.skipif(not cpu_native.available(), reason="no C compiler for the native kernels")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ada2i_fast import Ada2I
-from ada2i_fast.encoders import TransformerEncoder
-from ada2i_fast.rows import padded_grid, real_rows
+from ada2i_fast.modules.encoders import TransformerEncoder
+from ada2i_fast.modules.rows import padded_grid, real_rows
 from conftest import random_batch, tiny_config
 
 LAYOUTS = [[7], [5, 2, 7, 1], [1, 1], [3, 9, 6, 9]]
@@ -112,7 +112,7 @@ def test_real_rows_and_padded_grid_move_rows_and_gradients_without_accumulating(
 
 
 def test_bf16_rows_rounded_up_to_a_bucket_change_no_real_output_or_gradient(monkeypatch):
-    import ada2i_fast.encoders as encoders
+    import ada2i_fast.modules.encoders as encoders
 
     config = tiny_config(drop_rate=0.5)
     encoder = TransformerEncoder(config.input_dims["t"], config).train()

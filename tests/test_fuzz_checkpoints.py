@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ada2i_fast import Ada2I
-from ada2i_fast.checkpoint import load_any_checkpoint, save_checkpoint
+from ada2i_fast.training.checkpoint import load_any_checkpoint, save_checkpoint
 from conftest import tiny_config
 from test_reference_checkpoint import authors_state_dict
 

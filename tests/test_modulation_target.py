@@ -7,10 +7,11 @@ import copy
 import pytest
 import torch
 
-from ada2i_fast import Ada2I, TrainConfig, step as step_module
+from ada2i_fast import Ada2I, TrainConfig
 from ada2i_fast.kernels import use_backend
-from ada2i_fast.optim import Adam
-from ada2i_fast.step import make_optimizer, train_step
+from ada2i_fast.training import step as step_module
+from ada2i_fast.training.optim import Adam
+from ada2i_fast.training.step import make_optimizer, train_step
 from conftest import random_batch, tiny_config
 
 K = torch.tensor([0.3, 1.0, 0.6])

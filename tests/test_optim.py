@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from ada2i_fast import Ada2I
-from ada2i_fast.bf16_weights import matmul_weights
 from ada2i_fast.kernels import cpu_native, use_backend
-from ada2i_fast.optim import Adam
+from ada2i_fast.modules.bf16_weights import matmul_weights
+from ada2i_fast.training.optim import Adam
 from conftest import tiny_config
 
 EPS = torch.finfo(torch.float32).eps

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from ada2i_fast import Ada2I, Ada2IConfig, ConversationPipeline, predict, train
+from ada2i_fast.checkpointing.pretrained import CONFIG, FEATURISER
 from ada2i_fast.data import load_corpus
 from ada2i_fast.data import transcripts
 from ada2i_fast.data.cache import write_cache
 from ada2i_fast.data.featuriser import corpus_featuriser, fit_tfidf_svd
-from ada2i_fast.pipeline import prediction_records
-from ada2i_fast.pretrained import CONFIG, FEATURISER
+from ada2i_fast.inference.pipeline import prediction_records
 from fixtures.conversations import (
     CLASSES, TINY, read_csv, tiny_sentence_model, write_conversations, write_csv, write_meld_clips,
 )
@@ -336,7 +336,7 @@ def test_a_run_on_a_real_corpus_records_no_synthetic_fields_and_resumes(text_run
 
 
 def test_an_older_corpus_rebuilt_in_place_gives_its_models_their_featuriser(tmp_path):
-    from ada2i_fast.run_folder import data_identity
+    from ada2i_fast.training.run_folder import data_identity
 
     csv_dir = _write_splits(tmp_path / "csv")
     corpus = transcripts.build_transcript_corpus(csv_dir, "generic", text_dim=8)

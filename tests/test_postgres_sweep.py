@@ -35,7 +35,8 @@ DB_USER, DB_NAME = "ada2i", "sweep"
 # The spawned workers import this file as __mp_main__, so the replacement reaches them too.
 KILLED_ONCE = """\
 import os, signal, sys
-from ada2i_fast import studies, sweep
+from ada2i_fast import sweep
+from ada2i_fast.studies import study as studies
 
 MARKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "killed")
 

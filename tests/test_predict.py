@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ada2i_fast import Ada2I, predict, train
-from ada2i_fast.amw import ClassifierHead
 from ada2i_fast.kernels.amw_head_torch import NORMALISATIONS, amw_head_contributions_torch, amw_head_torch
+from ada2i_fast.modules.amw import ClassifierHead
 from conftest import random_batch, tiny_config
 
 TINY = ["--hidden", "32", "--rank", "3", "--ffn-dim", "64", "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]

@@ -14,7 +14,7 @@ from ada2i_fast import Ada2I, Ada2IConfig, ConversationPipeline, predict
 from ada2i_fast.data import load_corpus
 from ada2i_fast.data.featuriser import corpus_featuriser
 from ada2i_fast.data.transcripts import main as build_transcripts
-from ada2i_fast.pipeline import prediction_records
+from ada2i_fast.inference.pipeline import prediction_records
 
 MELD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "meld"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ada2i_fast import Ada2I, evaluate, train
-from ada2i_fast.pretrained import CONFIG, WEIGHTS
+from ada2i_fast.checkpointing.pretrained import CONFIG, WEIGHTS
 from conftest import random_batch, tiny_config
 
 TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",

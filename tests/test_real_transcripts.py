@@ -12,7 +12,7 @@ import pytest
 from ada2i_fast import train
 from ada2i_fast.data.cache import write_cache
 from ada2i_fast.data.transcripts import build_transcript_corpus
-from ada2i_fast.baselines import baseline_f1
+from ada2i_fast.studies.baselines import baseline_f1
 
 MELD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "meld"
 EPOCHS = 6

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ada2i_fast import Ada2I, Batch
-from ada2i_fast import reference_checkpoint
+from ada2i_fast.checkpointing import reference_checkpoint
 from conftest import random_batch, tiny_config
 
 # Keys and shapes of the authors' MELD checkpoint, recorded from their public code (see the file's "comment").

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ada2i_fast import plots, report, train
+from ada2i_fast import report, train
+from ada2i_fast.training import plots
 from conftest import whole_epoch_ticks
 
 TINY = ["--hidden", "32", "--rank", "3", "--ffn-dim", "64", "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ada2i_fast.kernels import amw_head
 from ada2i_fast.kernels.tensor_ring_literal import tensor_ring_literal
 from ada2i_fast.kernels.tensor_ring_torch import tensor_ring_factored
-from ada2i_fast.step import train_step
+from ada2i_fast.training.step import train_step
 from conftest import tiny_step_inputs
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"

@@ -12,11 +12,12 @@ import signal
 import pytest
 import torch
 
-from ada2i_fast import evaluate, predict, train, trainer
-from ada2i_fast import torch_file
-from ada2i_fast.run_folder import RunLock, read_history
-from ada2i_fast.step import train_step
-from ada2i_fast.torch_file import CHECKSUMS, write_checkpoint
+from ada2i_fast import evaluate, predict, train
+from ada2i_fast.checkpointing import torch_file
+from ada2i_fast.checkpointing.torch_file import CHECKSUMS, write_checkpoint
+from ada2i_fast.training import trainer
+from ada2i_fast.training.run_folder import RunLock, read_history
+from ada2i_fast.training.step import train_step
 
 TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",
         "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]

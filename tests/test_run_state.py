@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from ada2i_fast.run_state import RunState, load_state, save_state
+from ada2i_fast.training.run_state import RunState, load_state, save_state
 
 
 def _state(**changes) -> RunState:

@@ -1,4 +1,4 @@
-"""What the sweep and the tuner share (ada2i_fast.studies), where things go wrong: a worker killed
+"""What the sweep and the tuner share (ada2i_fast.studies.study), where things go wrong: a worker killed
 mid-trial, a damaged or foreign study database, and two launches that create one study at once."""
 
 import contextlib
@@ -15,7 +15,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from ada2i_fast import studies, sweep, tune  # noqa: E402
+from ada2i_fast import sweep, tune  # noqa: E402
+from ada2i_fast.studies import study as studies
 
 TINY = ["--dataset", "meld", "--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--drop-rate", "0.1",
         "--lr", "2e-3", "--size", "0.03", "--epochs", "1", "--encoder-nlayers", "1", "--quiet"]

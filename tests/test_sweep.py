@@ -12,7 +12,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from ada2i_fast import stats, sweep  # noqa: E402
+from ada2i_fast import sweep  # noqa: E402
+from ada2i_fast.studies import stats
 
 TINY = ["--dataset", "meld", "--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--drop-rate", "0.1",
         "--lr", "2e-3", "--size", "0.03", "--epochs", "1", "--encoder-nlayers", "1", "--quiet"]

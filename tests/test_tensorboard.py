@@ -10,7 +10,7 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from ada2i_fast import train  # noqa: E402
-from ada2i_fast.trainer import Trainer  # noqa: E402
+from ada2i_fast.training.trainer import Trainer  # noqa: E402
 
 TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",
         "--drop-rate", "0.1", "--lr", "2e-3", "--start-mod", "2", "--quiet"]

@@ -10,10 +10,11 @@ import signal
 import pytest
 import torch
 
-from ada2i_fast import Ada2I, TrainConfig, evaluate, train, trainer
-from ada2i_fast.checkpoint import load_any_checkpoint, save_checkpoint
-from ada2i_fast.step import make_optimizer, train_step
-from ada2i_fast.torch_file import CHECKSUMS, write_checkpoint
+from ada2i_fast import Ada2I, TrainConfig, evaluate, train
+from ada2i_fast.checkpointing.torch_file import CHECKSUMS, write_checkpoint
+from ada2i_fast.training import trainer
+from ada2i_fast.training.checkpoint import load_any_checkpoint, save_checkpoint
+from ada2i_fast.training.step import make_optimizer, train_step
 from conftest import random_batch, tiny_config
 
 TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",

@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..batch import Batch
+from ..modules.batch import Batch
 from .corpus import Split, dialogue_rows
 
 

@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..config import Ada2IConfig
+from ..kernels.attention import attention
+from ..kernels.dropout import dropout
 from .batch import Batch
-from .config import Ada2IConfig
 from .dropout import Dropout
-from .kernels.attention import attention
-from .kernels.dropout import dropout
 from .rows import padded_grid, real_rows
 
 

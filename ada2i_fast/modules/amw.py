@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .config import Ada2IConfig
-from .kernels import amw_head
-from .kernels.amw_head_torch import amw_head_contributions_torch
+from ..config import Ada2IConfig
+from ..kernels import amw_head
+from ..kernels.amw_head_torch import amw_head_contributions_torch
 
 
 class ClassifierHead(nn.Module):

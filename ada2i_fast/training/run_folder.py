@@ -21,8 +21,8 @@ import socket
 import time
 from pathlib import Path
 
-from .atomic import atomic_open, strict_json, write_json_atomic
-from .data import Corpus
+from ..atomic import atomic_open, strict_json, write_json_atomic
+from ..data import Corpus
 
 RUN_FILES = ("run.json", "metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "model", "summary.json", "training.png",
              "tensorboard")

@@ -9,15 +9,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..checkpointing.pretrained import load_pretrained, push_to_hub, save_pretrained
+from ..config import Ada2IConfig
+from ..devices import resolve_precision
+from ..modalities import in_order
 from .afw import AFW
 from .amw import ClassifierHead
 from .batch import Batch
 from .bf16_weights import Bf16Weights, matmul_weights
-from .config import Ada2IConfig
-from .devices import resolve_precision
 from .encoders import build_encoder, encode_all
-from .modalities import in_order
-from .pretrained import load_pretrained, push_to_hub, save_pretrained
 from .rows import real_rows
 
 
@@ -71,7 +71,7 @@ def total_loss(terms: dict[str, Tensor]) -> Tensor:
 
 
 class Ada2I(nn.Module):
-    """The Ada2I model of SPEC §2. ``forward`` takes a :class:`~ada2i_fast.batch.Batch`."""
+    """The Ada2I model of SPEC §2. ``forward`` takes a :class:`~ada2i_fast.modules.batch.Batch`."""
 
     def __init__(self, config: Ada2IConfig) -> None:
         super().__init__()
@@ -228,6 +228,6 @@ class Ada2I(nn.Module):
     @classmethod
     def from_reference_checkpoint(cls, path, **overrides) -> "Ada2I":
         """Load a checkpoint written by the authors' training script; see ``reference_checkpoint``."""
-        from .reference_checkpoint import load_reference_checkpoint
+        from ..checkpointing.reference_checkpoint import load_reference_checkpoint
 
         return load_reference_checkpoint(cls, path, **overrides)

@@ -13,17 +13,53 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .cli import changed_flags
-from .config import Ada2IConfig, TrainConfig
-from .data import Corpus, load_corpus
-from .devices import default_device
+from ..cli import add_config_flags, add_data_flag, add_recipe_flags, changed_flags
+from ..config import Ada2IConfig, TrainConfig
+from ..data import Corpus, load_corpus
+from ..data.synthetic import FAMILIES
+from ..datasets import DATASETS
+from ..devices import default_device
+from ..kernels import use_backend
 from .distributed import SINGLE, Context
-from .kernels import use_backend
 from .run_folder import (
     RunLock, data_identity, fresh_run_dir, prepare_out, read_run_identity, remove_torn_writes, write_run_identity,
 )
 from .run_state import RunState, load_state
 from .trainer import Trainer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m ada2i_fast.train``, which the studies parse a trial's flags with too."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ada2i_fast.train",
+        description="Train and evaluate Ada2I. Hyperparameters default to the dataset's preset.",
+    )
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default="meld",
+                        help="picks the preset and the data layout (default: meld)")
+    add_data_flag(parser, "legacy pickle, columnar cache or transcript corpus; without one, a synthetic corpus "
+                  "of the dataset's shape")
+    parser.add_argument("--size", type=float, default=1.0,
+                        help="synthetic corpus size as a fraction of the real one (default: 1)")
+    parser.add_argument("--synthetic", choices=FAMILIES, default="redundant",
+                        help="the synthetic corpus's family: every modality carries the whole label (redundant), or "
+                        "text merges classes that only audio or visual tell apart (complementary) (default: redundant)")
+    parser.add_argument("--task", choices=("7class", "2class"), default="7class", help="MOSEI label set (default: 7class)")
+    parser.add_argument("--out", default=None, help="output folder (default: a new runs/<dataset>/<date-time>); one "
+                        "that holds a run is refused, naming what works for that run: --resume DIR for a stopped one, "
+                        "--resume DIR --epochs N for a finished one that kept its last.pt, --overwrite or another --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt (its own settings; "
+                        "no --config)")
+    add_recipe_flags(parser, "the flags")
+    ablation = parser.add_argument_group("ablations (the paper's; each recorded in summary.json)")
+    ablation.add_argument("--no-afw", action="store_true", help="encoders straight to the head (--mmt-nlayers 0)")
+    ablation.add_argument("--no-amw", action="store_true", help="the concat head instead of the cosine one (--no-mmcosine)")
+    add_config_flags(parser, Ada2IConfig, "model", "model hyperparameters (default: the dataset's preset)")
+    add_config_flags(parser, TrainConfig, "recipe", "training recipe (default: the dataset's preset)")
+    execution = add_config_flags(parser, TrainConfig, "execution", "execution (--resume may change --device, "
+                                 "--backend, --log-every and the progress bars)")
+    execution.add_argument("--quiet", dest="progress", action="store_false", default=None, help="no progress bars")
+    return parser
 
 
 @dataclass

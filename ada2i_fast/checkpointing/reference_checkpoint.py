@@ -14,10 +14,10 @@ import re
 import torch
 from torch import Tensor
 
+from ..config import Ada2IConfig
+from ..datasets import DATASETS
+from ..kernels import RANK_PROJECTIONS
 from .torch_file import load_weights, read_checkpoint
-from .config import Ada2IConfig
-from .datasets import DATASETS
-from .kernels import RANK_PROJECTIONS
 
 _FIRST_RANK_KEY = "net.mmt.layers.0.attention.trans_q1.0.lin.weight"
 _RANK_PARTS = tuple(f"trans_{name}" for name in RANK_PROJECTIONS)

@@ -11,9 +11,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .config import Semantics
+from ..config import Semantics
+from ..kernels import tensor_ring
 from .dropout import Dropout
-from .kernels import tensor_ring
 from .rows import real_rows
 
 

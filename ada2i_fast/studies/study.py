@@ -21,11 +21,10 @@ from typing import Callable
 
 import torch
 
-from .config_file import NOT_KEYS, RecipeFile, as_flags, parse_over_recipe, recipe_yaml
-from .devices import check_device, default_device
-from .run_folder import MODEL_FOLDER, remove
-from .run_setup import flag_name, new_run, recipe_from_args, resolved_flags
-from .train import build_parser
+from ..config_file import NOT_KEYS, RecipeFile, as_flags, parse_over_recipe, recipe_yaml
+from ..devices import check_device, default_device
+from ..training.run_folder import MODEL_FOLDER, remove
+from ..training.run_setup import build_parser, flag_name, new_run, recipe_from_args, resolved_flags
 
 OPTUNA_MISSING = 'error: this command needs optuna; install it with: pip install "ada2i-fast[sweep]"'
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_open, strict_json
-from .config import Ada2IConfig
+from ..atomic import atomic_open, strict_json
+from ..config import Ada2IConfig
 from .torch_file import check_weights, tensor_digest
 
 MODEL_TYPE = "ada2i"

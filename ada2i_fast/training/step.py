@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
-from .balance import clip_and_modulate_gradients, disparity_ratios, modulation_coefficients
-from .batch import Batch
-from .config import TrainConfig
+from ..config import TrainConfig
+from ..modules.balance import clip_and_modulate_gradients, disparity_ratios, modulation_coefficients
+from ..modules.batch import Batch
+from ..modules.model import Ada2I, total_loss
 from .distributed import SINGLE, Context
-from .model import Ada2I, total_loss
 from .optim import Adam, sgd, step_with_scaled_updates
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .analyze import SweepRuns
-from .modalities import NAMES
-from .plots import paper_style, save_figure, whole_epochs
+from ..analyze import SweepRuns
+from ..modalities import NAMES
+from ..training.plots import paper_style, save_figure, whole_epochs
 
 _VARIANT_STYLE = {
     "full": dict(color="tab:green", label="full model"),

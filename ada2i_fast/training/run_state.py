@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from ..checkpointing.torch_file import read_checkpoint, write_checkpoint
 from .run_folder import remove_torn_writes
-from .torch_file import read_checkpoint, write_checkpoint
 
 FORMAT = "ada2i_fast/run-state"
 

@@ -9,7 +9,7 @@ import hashlib
 
 import torch
 
-from .atomic import atomic_open
+from ..atomic import atomic_open
 
 CHECKSUMS = "checksums"  # the payload key holding the digests of the rest of the payload
 _REST = "<everything but the tensors>"

@@ -13,8 +13,8 @@ import matplotlib
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from .atomic import atomic_open
-from .modalities import NAMES
+from ..atomic import atomic_open
+from ..modalities import NAMES
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

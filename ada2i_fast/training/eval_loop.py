@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from .data import Split, iterate_batches
+from ..data import Split, iterate_batches
+from ..modules.model import Ada2I
 from .distributed import SINGLE, Context
-from .model import Ada2I
 
 
 @dataclass

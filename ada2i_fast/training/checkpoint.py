@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from .config import Ada2IConfig, TrainConfig
-from .model import Ada2I
-from .pretrained import is_pretrained_folder, load_pretrained, with_class_names
+from ..checkpointing.pretrained import is_pretrained_folder, load_pretrained, with_class_names
+from ..checkpointing.torch_file import check_weights, read_checkpoint, write_checkpoint
+from ..config import Ada2IConfig, TrainConfig
+from ..modules.model import Ada2I
 from .run_folder import MODEL_FOLDER
 from .run_state import FORMAT as RUN_STATE_FORMAT
 from .run_state import RunState
-from .torch_file import check_weights, read_checkpoint, write_checkpoint
 
 FORMAT = "ada2i_fast/1"
 # What best.pt's metadata may hold, and of which type (a run writes all of them; older files fewer).

@@ -3,7 +3,7 @@
 :class:`Adam` is Adam exactly as ``torch.optim.Adam`` defines it (its state, state_dict and
 hyperparameters), whose step on float32 CPU parameters is one C pass (``cpu_native.c:
 ada2i_adam``) that also refreshes the bfloat16 copies a bf16 forward pass reads
-(:class:`~ada2i_fast.bf16_weights.Bf16Weights`) and can scale each parameter's update. Anywhere
+(:class:`~ada2i_fast.modules.bf16_weights.Bf16Weights`) and can scale each parameter's update. Anywhere
 else (CUDA, no C compiler, other dtypes) torch's fused Adam runs. A step flagged non-finite
 (``optimizer.found_inf``, as torch's fused optimizers read it) changes nothing, its step count
 included.
@@ -20,10 +20,9 @@ import ctypes
 import torch
 from torch import Tensor
 
-from .kernels import cpu_native
-from .kernels.backend import resolve
+from ..kernels import cpu_native
+from ..kernels.backend import resolve
 
-OPTIMIZERS = ("adam", "sgd")
 SGD_MOMENTUM = 0.9
 
 

@@ -16,10 +16,10 @@ import dataclasses
 import numpy as np
 import torch
 
-from .data import Corpus, Split
-from .eval_loop import evaluate_split
-from .modalities import ORDER
-from .model import Ada2I
+from ..data import Corpus, Split
+from ..modalities import ORDER
+from ..modules.model import Ada2I
+from ..training.eval_loop import evaluate_split
 
 NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0, 4.0)
 

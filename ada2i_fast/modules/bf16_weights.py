@@ -2,7 +2,7 @@
 
 Under bfloat16 autocast every such weight is cast anew in every forward pass. These copies hold
 exactly those casts (round to nearest even), are refreshed by the optimizer's step in the same
-pass that updates the weights (:class:`~ada2i_fast.optim.Adam`) and, for any other change (a
+pass that updates the weights (:class:`~ada2i_fast.training.optim.Adam`) and, for any other change (a
 loaded state, another optimizer), when the weight's version or storage no longer matches the
 copy's. :meth:`Bf16Weights.parameters` gives them as stand-ins for ``torch.func.functional_call``
 whose gradient reaches the float32 weight, so the numbers are autocast's, without its casts.
@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..kernels import cpu_native
 from .afw import AFWLayer
-from .kernels import cpu_native
 
 
 def matmul_weights(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .kernels.dropout import dropout
+from ..kernels.dropout import dropout
 
 
 class Dropout(nn.Module):

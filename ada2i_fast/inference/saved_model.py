@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
-from .checkpoint import load_any_checkpoint
-from .cli import add_data_flag
-from .config import TrainConfig
-from .data import Corpus, load_corpus
-from .datasets import DATASETS, SPLITS, dataset_spec
-from .devices import default_device
-from .model import Ada2I
-
-
-def add_saved_model_flags(parser: argparse.ArgumentParser) -> None:
-    """--checkpoint, --data, --dataset, --split and --device, as every command on a saved model takes them."""
-    parser.add_argument("--checkpoint", required=True,
-                        help="a training run's folder (its model/ once the run has finished, else its best.pt, or "
-                        "its last.pt before any epoch ended), a model folder (config.json + model.safetensors: a run's "
-                        "model/ or save_pretrained's), a run's best.pt or last.pt (the current weights), or an "
-                        "authors' checkpoint")
-    add_data_flag(parser, "legacy pickle, cache or transcript corpus to apply the model to; without it and "
-                  "$ADA2I_DATA, the data recorded in the checkpoint")
-    parser.add_argument("--dataset", choices=tuple(DATASETS), default=None,
-                        help="the data layout, needed for an authors' checkpoint that does not record it")
-    parser.add_argument("--split", choices=SPLITS, default="test", help="which split (default: test)")
-    parser.add_argument("--device", default=default_device(),
-                        help="where the model runs (default: cuda where there is one, else cpu)")
+from ..config import TrainConfig
+from ..data import Corpus, load_corpus
+from ..datasets import dataset_spec
+from ..modules.model import Ada2I
+from ..training.checkpoint import load_any_checkpoint
 
 
 def open_checkpoint_and_corpus(checkpoint, data, dataset: str | None) -> tuple[Ada2I, Corpus, TrainConfig, str]:

@@ -5,17 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kernels import modulate_gradients
-from .kernels.modulation import clip_and_modulate
+from ..kernels import modulate_gradients
+from ..kernels.modulation import clip_and_modulate
 
 
 def disparity_ratios(scores: Tensor) -> Tensor:
     """rho_m = s_m / min_k s_k: the weakest modality gets exactly 1."""
     return scores / scores.min()
-
-
-CURVES = ("method", "continuous")
-TARGETS = ("gradient", "update")  # what k scales: the encoder's gradient (the method) or its optimizer update
 
 
 def modulation_coefficients(ratios: Tensor, alpha: float, curve: str = "method") -> Tensor:

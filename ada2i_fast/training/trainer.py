@@ -22,22 +22,22 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from ..atomic import strict_json, write_json_atomic
+from ..checkpointing.torch_file import load_weights
+from ..config import Ada2IConfig, TrainConfig
+from ..data import Corpus, num_batches, padding_waste
+from ..data.batching import iterate_shards
+from ..data.memory import shown_bytes
+from ..devices import resolve_precision
+from ..modules.model import Ada2I
 from . import distributed
-from .atomic import strict_json, write_json_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Ada2IConfig, TrainConfig
-from .data import Corpus, num_batches, padding_waste
-from .data.batching import iterate_shards
-from .data.memory import shown_bytes
-from .devices import resolve_precision
 from .eval_loop import evaluate_split
-from .model import Ada2I
 from .plots import plot_training
 from .run_folder import MODEL_FOLDER, read_history, run_files, size_of, write_step_trace
 from .run_state import RunState, save_state
 from .step import ShardStep, make_optimizer, train_step
 from .tensorboard_log import TensorBoardLog
-from .torch_file import load_weights
 
 TRACE_NORMS = ("grad_norm_before", "grad_norm_after", "update_norm")  # train_step's trace
 TRACED = ("skipped", "unimodal_score", "ratios", "coefficients", *TRACE_NORMS)  # steps.jsonl
@@ -306,7 +306,7 @@ class Trainer:
     def finish(self) -> dict:
         """The test report of the best-dev state; ``summary.json``, ``training.png`` and ``model/`` (with a
         copy of the corpus's featuriser, when it has one: the folder alone predicts on new conversations)."""
-        from .data.featuriser import FeaturiserError, corpus_featuriser
+        from ..data.featuriser import FeaturiserError, corpus_featuriser
 
         if self.best_state is None:
             raise NonFiniteTraining("no epoch produced a finite model; nothing to report")

@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_any_checkpoint, saved_model_path
-from .data import Split, iterate_batches, load_corpus
-from .data.batching import batch_order
-from .data.conversations import audio_paths
-from .data.featuriser import Featuriser, FeaturiserError, SentenceEncoderText, corpus_featuriser
-from .data.transcripts import Layout, SplitRows, check_labels, read_columns, read_rows
-from .model import Ada2I
-from .pretrained import FEATURISER, is_pretrained_folder
-from .run_folder import data_identity
+from ..checkpointing.pretrained import FEATURISER, is_pretrained_folder
+from ..data import Split, iterate_batches, load_corpus
+from ..data.batching import batch_order
+from ..data.conversations import audio_paths
+from ..data.featuriser import Featuriser, FeaturiserError, SentenceEncoderText, corpus_featuriser
+from ..data.transcripts import Layout, SplitRows, check_labels, read_columns, read_rows
+from ..modules.model import Ada2I
+from ..training.checkpoint import load_any_checkpoint, saved_model_path
+from ..training.run_folder import data_identity
 
 COLUMNS = ("text", "label", "dialogue", "position")  # the layout fields a CSV may rename (speakers: unused)
 

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from .data import Corpus
+from ..data import Corpus
 
 
 def baseline_f1(corpus: Corpus, modality: str = "t") -> dict[str, float]:
