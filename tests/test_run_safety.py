@@ -16,7 +16,8 @@ from ada2i_fast import evaluate, predict, train
 from ada2i_fast.checkpointing import torch_file
 from ada2i_fast.checkpointing.torch_file import CHECKSUMS, write_checkpoint
 from ada2i_fast.training import trainer
-from ada2i_fast.training.run_folder import RunLock, read_history
+from ada2i_fast.training.metric_log import read_history
+from ada2i_fast.training.run_folder import RunLock
 from ada2i_fast.training.step import train_step
 
 TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",

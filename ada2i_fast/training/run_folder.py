@@ -21,12 +21,13 @@ import socket
 import time
 from pathlib import Path
 
-from ..atomic import atomic_open, strict_json, write_json_atomic
+from ..atomic import write_json_atomic
 from ..data import Corpus
 
-RUN_FILES = ("run.json", "metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "model", "summary.json", "training.png",
-             "tensorboard")
 MODEL_FOLDER = "model"  # the finished run's best-dev model: config.json + model.safetensors
+METRICS_FILE, STEPS_FILE, TENSORBOARD_FOLDER = "metrics.jsonl", "steps.jsonl", "tensorboard"  # training.metric_log's
+RUN_FILES = ("run.json", METRICS_FILE, STEPS_FILE, "best.pt", "last.pt", MODEL_FOLDER, "summary.json", "training.png",
+             TENSORBOARD_FOLDER)
 LOCK_FILE = ".lock"
 
 
@@ -179,21 +180,28 @@ def data_identity(corpus: Corpus) -> str:
     return digest.hexdigest()
 
 
-def read_history(run_dir: Path, epochs: int) -> list[dict]:
-    """The records of epochs 1..``epochs``, by their epoch numbers, rewriting ``metrics.jsonl`` (and
-    ``steps.jsonl``) without any later epoch (a run stopped between writing an epoch's lines and
-    its state leaves some); a damaged line or a missing epoch is an error naming the file."""
-    path = run_dir / "metrics.jsonl"
-    by_epoch = {r["epoch"]: r for r in read_records(path) if r["epoch"] <= epochs}
-    missing = [epoch for epoch in range(1, epochs + 1) if epoch not in by_epoch]
+def read_run(run_dir: Path) -> tuple[list[dict], dict]:
+    """The epoch records of ``metrics.jsonl`` and the ``summary.json`` of a finished run, or a
+    ``ValueError`` naming the folder and what it lacks."""
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such run folder")
+    metrics, summary_path = run_dir / METRICS_FILE, run_dir / "summary.json"
+    if not metrics.is_file():
+        raise ValueError(f"{run_dir}: no metrics.jsonl; not a training run folder (python -m ada2i_fast.train --out DIR)")
+    if not summary_path.is_file():
+        raise ValueError(f"{run_dir}: no summary.json; the run has not finished (train writes it at the end)")
+    history = read_records(metrics)
+    if not history:
+        raise ValueError(f"{metrics}: no epoch records")
+    summary = _json(summary_path.read_text(), str(summary_path))
+    if not isinstance(summary, dict):
+        raise ValueError(f"{summary_path}: not a JSON object")
+    missing = [key for key in ("best_epoch", "classes", "test") if key not in summary]
+    if "test" in summary and "confusion_matrix" not in summary["test"]:
+        missing.append("test.confusion_matrix")
     if missing:
-        raise ValueError(f"{path}: no line for epoch {missing[0]} although the saved state has {epochs} epoch(s)")
-    history = [by_epoch[epoch] for epoch in range(1, epochs + 1)]
-    _rewrite(path, history)
-    steps = run_dir / "steps.jsonl"
-    if steps.exists():
-        _rewrite(steps, [row for row in read_records(steps) if row["epoch"] <= epochs])
-    return history
+        raise ValueError(f"{summary_path}: lacks {', '.join(missing)} (written by an older ada2i_fast?)")
+    return history, summary
 
 
 def read_records(path: Path) -> list[dict]:
@@ -214,19 +222,8 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
-def _rewrite(path: Path, records: list[dict]) -> None:
-    with atomic_open(path) as handle:
-        handle.write("".join(strict_json(record) + "\n" for record in records).encode())
-
-
-def write_step_trace(run_dir: Path, epoch: int, steps: list[dict], modalities: str) -> None:
-    """Append epoch ``epoch``'s traced steps (``train_step(trace=True)`` values) to ``steps.jsonl``."""
-    names = {"ratios": "ratio", "coefficients": "coefficient"}
-    values = [{k: v.tolist() for k, v in step.items()} for step in steps]
-    lines = [
-        strict_json(dict(epoch=epoch, step=n, skipped=row.pop("skipped"),
-                         **{names.get(k, k): dict(zip(modalities, v)) for k, v in row.items()}))
-        for n, row in enumerate(values, 1)
-    ]
-    with open(run_dir / "steps.jsonl", "a") as handle:
-        handle.write("".join(line + "\n" for line in lines))
+def _json(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not JSON ({error})") from None

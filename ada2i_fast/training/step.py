@@ -13,6 +13,7 @@ from ..modules.batch import Batch
 from ..modules.model import Ada2I, total_loss
 from .distributed import SINGLE, Context
 from .optim import Adam, sgd, step_with_scaled_updates
+from .trace import StepHook
 
 
 def make_optimizer(model: Ada2I, train_config: TrainConfig) -> torch.optim.Optimizer:
@@ -46,52 +47,30 @@ def train_step(
     modulate: bool,
     generator: torch.Generator | None = None,
     shard: ShardStep | None = None,
-    trace: bool = False,
+    hook: StepHook | None = None,
 ) -> dict[str, torch.Tensor]:
-    """forward -> loss -> backward -> clip -> ratios -> (modulation) -> optimizer step.
+    """forward -> loss -> backward -> all-reduce -> clip -> ratios -> (modulation) -> optimizer step.
 
     With ``modulation_target="update"`` the modulation's k multiplies each encoder's optimizer update
-    instead of its gradient (the gradient noise, when on, is added as with the method).
+    instead of its gradient (the gradient noise, when on, is added as with the method). A step whose
+    loss or gradient norm is not finite leaves the weights and the optimizer state as they were;
+    ``skipped`` says so, ``nonfinite_<term>`` says which loss term was to blame, and the other logged
+    values of that step read 0. ``precision == "bf16"`` runs the forward pass under bfloat16
+    autocast. Everything returned is a detached device tensor: with the fused optimizer of
+    :func:`make_optimizer` nothing here waits for the device. ``unimodal_score`` is each modality's
+    mean probability of the gold class (s_m over the number of utterances).
 
-    A step whose loss or gradient norm is not finite leaves the weights and the optimizer state as
-    they were; ``skipped`` says so, ``nonfinite_<term>`` says which loss term was to blame, and the
-    other logged values of that step read 0. ``train_config.precision == "bf16"`` runs the forward
-    pass under bfloat16 autocast. Everything returned is a detached device tensor: reading it is the
-    caller's choice, so with the fused optimizer of :func:`make_optimizer` nothing here waits for
-    the device.
-
-    ``shard``: ``batch`` is this process's shard of a global batch (default: all of it, one process).
-    Its loss is weighted by ``shard.share`` before the backward pass, then one all-reduce over the
-    processes of ``shard.context`` (none for a process alone) sums the gradients, the weighted loss
-    terms and unimodal losses and the disparity scores (:func:`distributed.all_reduce_step`), so
-    everything after it, and everything logged, is the global batch's, identical on every process.
-    ``stop_requested`` counts the processes that asked to stop.
-
-    ``unimodal_score`` is each modality's mean probability of the gold class (s_m over the number of
-    utterances). ``trace`` adds, per modality, the 2-norm of its encoder's gradients after clipping,
-    before and after modulation (``grad_norm_before``, ``grad_norm_after``), and of the change the
-    optimizer step made to its encoder's weights (``update_norm``).
+    ``shard``: ``batch`` is this process's shard of a global batch (default: all of it, one
+    process); see :func:`_all_reduce`. ``stop_requested`` counts the processes that asked to stop.
+    ``hook`` (:class:`~ada2i_fast.training.trace.StepHook`) measures around the optimizer step
+    (``--trace``: :class:`~ada2i_fast.training.trace.StepTrace`); what it returns joins the logs.
     """
+    shard, hook = shard or ShardStep(), hook or StepHook()
     optimizer.zero_grad(set_to_none=True)
-    bf16 = train_config.precision == "bf16"
-    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
-        output = functional_call(model, model.bf16_weights.parameters(), (batch,)) if bf16 else model(batch)
-        terms = model.loss_terms(output)
+    terms, unimodal, scores, utterances = _forward(model, batch, bf16=train_config.precision == "bf16")
+    (total_loss(terms) * shard.share).backward()
+    terms, unimodal, scores, utterances, stop_requested = _all_reduce(model, terms, unimodal, scores, utterances, shard)
     loss = total_loss(terms)
-    unimodal = model.unimodal_losses(output).detach()
-    scores = output.scores
-    utterances = torch.full((), float(output.labels.numel()), device=scores.device)
-    shard = shard or ShardStep()
-    (loss * shard.share).backward()
-    values = [t.detach() * shard.share for t in terms.values()] + [unimodal * shard.share, scores, utterances]
-    if shard.share == 0:  # an empty shard: its step ran for the gradients' layout; it adds exactly 0
-        torch._foreach_zero_([p.grad for p in model.parameters() if p.grad is not None])
-        values = [torch.zeros_like(v) for v in values]
-    reduced, stop_requested = shard.context.all_reduce_step(list(model.parameters()), values, shard.stop)
-    terms = dict(zip(terms, reduced))
-    unimodal, scores, utterances = reduced[len(terms):]
-    loss = total_loss(terms)
-    extra = {"stop_requested": stop_requested}
     ratios = disparity_ratios(scores)
     coefficients = modulation_coefficients(ratios, train_config.alpha, train_config.modulation_curve)
     scaled_updates = modulate and train_config.modulation_target == "update"  # k scales the update, not the gradient
@@ -99,39 +78,43 @@ def train_step(
         list(model.parameters()), model.encoder_parameters(),
         (torch.ones_like(coefficients) if scaled_updates else coefficients) if modulate else None,
         max_norm=train_config.max_grad_norm, noise=train_config.grad_noise, generator=generator)
-    if trace:
-        extra["grad_norm_before"] = encoder_norms
-        extra["grad_norm_after"] = encoder_grad_norms(model)
-        before = [[p.detach().clone() for p in params] for params in model.encoder_parameters()]
+    hook.before_update(model, encoder_norms)
     skipped = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
     _step_unless(optimizer, skipped, (model.encoder_parameters(), coefficients) if scaled_updates else None)
-    if trace:
-        extra["update_norm"] = torch.stack([
-            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub([p.detach() for p in params], old))))
-            for params, old in zip(model.encoder_parameters(), before)
-        ])
-    logs = {
-        "loss": loss.detach(),
-        **{name: value.detach() for name, value in terms.items()},
-        "unimodal_loss": unimodal,
-        "unimodal_score": scores / utterances,
-        "ratios": ratios,
-        "coefficients": coefficients,
-    }
+    logs = {"loss": loss.detach(), **{name: value.detach() for name, value in terms.items()},
+            "unimodal_loss": unimodal, "unimodal_score": scores / utterances, "ratios": ratios,
+            "coefficients": coefficients}
     return {
         **{name: torch.where(skipped, 0.0, value) for name, value in logs.items()},
         "skipped": skipped,
         **{f"nonfinite_{name}": ~torch.isfinite(value.detach()) for name, value in terms.items()},
-        **extra,
+        "stop_requested": stop_requested,
+        **hook.after_update(model),
     }
 
 
-def encoder_grad_norms(model: Ada2I) -> torch.Tensor:
-    """[M] the 2-norm of each modality's encoder gradients, on the device."""
-    return torch.stack([
-        torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params if p.grad is not None])))
-        for params in model.encoder_parameters()
-    ])
+def _forward(model: Ada2I, batch: Batch, *, bf16: bool):
+    """The loss terms (with their graphs), the detached unimodal losses, the disparity scores and
+    the number of utterances."""
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+        output = functional_call(model, model.bf16_weights.parameters(), (batch,)) if bf16 else model(batch)
+        terms = model.loss_terms(output)
+    utterances = torch.full((), float(output.labels.numel()), device=output.scores.device)
+    return terms, model.unimodal_losses(output).detach(), output.scores, utterances
+
+
+def _all_reduce(model: Ada2I, terms: dict, unimodal, scores, utterances, shard: ShardStep):
+    """The global batch's loss terms, unimodal losses, scores and utterances, and the number of
+    processes that asked to stop. This shard's loss was weighted by ``shard.share`` before the
+    backward pass; one all-reduce over the processes of ``shard.context`` (none for a process alone)
+    sums the gradients, the weighted loss terms and unimodal losses and the disparity scores
+    (:meth:`Context.all_reduce_step`), so everything after it is identical on every process."""
+    values = [t.detach() * shard.share for t in terms.values()] + [unimodal * shard.share, scores, utterances]
+    if shard.share == 0:  # an empty shard: its step ran for the gradients' layout; it adds exactly 0
+        torch._foreach_zero_([p.grad for p in model.parameters() if p.grad is not None])
+        values = [torch.zeros_like(v) for v in values]
+    reduced, stop_requested = shard.context.all_reduce_step(list(model.parameters()), values, shard.stop)
+    return dict(zip(terms, reduced)), *reduced[len(terms):], stop_requested
 
 
 def _step_unless(optimizer: torch.optim.Optimizer, skipped: torch.Tensor, scaled_updates=None) -> None:

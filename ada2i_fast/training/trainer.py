@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from ..atomic import strict_json, write_json_atomic
+from ..atomic import write_json_atomic
 from ..checkpointing.torch_file import load_weights
 from ..config import Ada2IConfig, TrainConfig
 from ..data import Corpus, num_batches, padding_waste
@@ -33,15 +33,12 @@ from ..modules.model import Ada2I
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .eval_loop import evaluate_split
+from .metric_log import TRACED, MetricLog, epoch_record, read_history
 from .plots import plot_training
-from .run_folder import MODEL_FOLDER, read_history, run_files, size_of, write_step_trace
+from .run_folder import MODEL_FOLDER, run_files, size_of
 from .run_state import RunState, save_state
 from .step import ShardStep, make_optimizer, train_step
-from .tensorboard_log import TensorBoardLog
-
-TRACE_NORMS = ("grad_norm_before", "grad_norm_after", "update_norm")  # train_step's trace
-TRACED = ("skipped", "unimodal_score", "ratios", "coefficients", *TRACE_NORMS)  # steps.jsonl
-
+from .trace import StepTrace
 
 def count_epochs(n: int) -> str:
     return f"{n} epoch{'s' if n != 1 else ''}"
@@ -173,13 +170,11 @@ class Trainer:
             self.restore(resume)
         self.announce(resume)
         config = self.train_config
-        with contextlib.ExitStack() as logs:
-            self.tensorboard = (logs.enter_context(contextlib.closing(TensorBoardLog(
-                self.out, self.model_config.modalities, self.corpus.classes, epoch=len(self.history))))
-                if config.tensorboard and self.context.is_main else None)
-            with StopRequest() as stop, contextlib.ExitStack() as files:
-                self.metrics_file = files.enter_context(open(self.out / "metrics.jsonl", "a")) if self.context.is_main else None
-                self.run_bar = files.enter_context(self.whole_run_bar())
+        self.log = MetricLog.of_run(self.out, self.model_config.modalities, self.corpus.classes, trace=config.trace,
+                                    tensorboard=config.tensorboard, finished_epochs=len(self.history),
+                                    main=self.context.is_main)
+        with contextlib.closing(self.log):
+            with StopRequest() as stop, self.whole_run_bar() as self.run_bar:
                 while self.epoch <= config.epochs and self.epoch - self.best_epoch <= config.patience:
                     start = time.perf_counter()
                     if not self.run_epoch(stop):
@@ -255,12 +250,11 @@ class Trainer:
         modulate, vote = config.modulates(self.epoch), context.stop_vote(lambda: stop.asked)
         for shard in bar:
             logs = train_step(self.model, shard.batch, self.optimizer, config, modulate=modulate,
-                              generator=self.generator, trace=config.trace,
+                              generator=self.generator, hook=StepTrace() if config.trace else None,
                               shard=ShardStep(shard.share, stop=stop.asked, context=context))
             stopping = vote.push(logs.pop("stop_requested"))
             self.progress.add(logs, trace=config.trace)
-            if self.tensorboard is not None:
-                self.tensorboard.add_step((self.epoch - 1) * bar.total + self.progress.steps, logs)
+            self.log.add_step((self.epoch - 1) * bar.total + self.progress.steps, logs)
             self.run_bar.update()
             if config.log_every and context.is_main and self.progress.steps % config.log_every == 0:
                 bar.set_postfix(loss=f"{self.progress.means()['loss']:.4f}")
@@ -282,10 +276,7 @@ class Trainer:
             if self.context.is_main:
                 save_checkpoint(self.out / "best.pt", self.model, epoch=self.epoch, dev_weighted_f1=self.best_f1,
                                 train_config=self.train_config.to_dict(), **self.run_info)
-        record = self.epoch_record(dev, seconds)
-        self.log_epoch(record)
-        if self.tensorboard is not None:
-            self.tensorboard.add_epoch(record, dev, steps=self.progress.steps)
+        self.log_epoch(self.epoch_record(dev, seconds), dev)
 
     def save_state(self) -> None:
         """``last.pt``: everything :meth:`restore` needs (every process's random state, gathered)."""
@@ -315,8 +306,7 @@ class Trainer:
         self.say(f"\ntest (best dev epoch {self.best_epoch}): accuracy {test.accuracy:.4f} | "
                  f"weighted F1 {test.weighted_f1:.4f}")
         self.say(test.report(classes))
-        if self.tensorboard is not None:
-            self.tensorboard.add_test(test, self.best_epoch)
+        self.log.add_test(test, self.best_epoch)
         summary = dict(
             self.run_info, config=self.model_config.to_dict(), train_config=self.train_config.to_dict(),
             best_epoch=self.best_epoch, best_dev_weighted_f1=self.best_f1, test=test.summary(classes),
@@ -378,17 +368,10 @@ class Trainer:
                               device=self.device, context=self.context)
 
     def epoch_record(self, dev, seconds: float) -> dict:
-        stats, modalities = self.progress.means(), self.model_config.modalities
-        per_modality = lambda key: dict(zip(modalities, stats[key]))  # noqa: E731
-        train = self.corpus.splits["train"]
-        return dict(
+        """The epoch's ``metrics.jsonl`` record (``metric_log.METRICS``): the means of its steps and its own values."""
+        stats, train = self.progress.means(), self.corpus.splits["train"]
+        return epoch_record(stats, dict(
             epoch=self.epoch,
-            train={k: stats[k] for k in ("loss", "classification", "feature")},
-            unimodal_loss=per_modality("unimodal_loss"),
-            unimodal_score=per_modality("unimodal_score"),
-            ratio=per_modality("ratios"),
-            coefficient=per_modality("coefficients"),
-            **{key: per_modality(key) for key in TRACE_NORMS if key in stats},
             modulated=self.train_config.modulates(self.epoch),
             skipped_steps=stats["skipped_steps"],
             dev=dict(loss=dev.loss, accuracy=dev.accuracy, weighted_f1=dev.weighted_f1,
@@ -397,16 +380,12 @@ class Trainer:
             padding_waste=padding_waste(train, self.train_config.batch_size, **self.batch_order(self.epoch)),
             seconds=seconds,
             utterances_per_second=train.num_utterances / seconds,
-        )
+        ), self.model_config.modalities)
 
-    def log_epoch(self, record: dict) -> None:
-        """The record in ``metrics.jsonl`` (and the traced steps in ``steps.jsonl``), the hook, one line."""
+    def log_epoch(self, record: dict, dev) -> None:
+        """The record (and the traced steps) in the metric log, the hook, one line."""
         self.history.append(record)
-        if self.context.is_main:
-            self.metrics_file.write(strict_json(record) + "\n")
-            self.metrics_file.flush()
-            if self.train_config.trace:
-                write_step_trace(self.out, self.epoch, self.progress.trace, self.model_config.modalities)
+        self.log.add_epoch(record, dev, steps=self.progress.steps, traced=self.progress.trace)
         if self.on_epoch_end is not None:
             self.on_epoch_end(record)
         if self.context.is_main:
