@@ -15,13 +15,12 @@ The best dev epoch is starred on every curve. ``--out`` defaults to the run fold
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
 from .cli import user_errors_as_one_line
 from .training.plots import FORMATS, RunCurves, modalities_of, plot_balance, plot_confusion, plot_dev_f1
-from .training.run_folder import read_records
+from .training.run_folder import read_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,30 +74,6 @@ def write_report(run_dirs: list[Path], out: Path, *, labels: list[str] | None = 
     return written
 
 
-def read_run(run_dir: Path) -> tuple[list[dict], dict]:
-    """The epoch records of ``metrics.jsonl`` and the ``summary.json`` of a finished run, or a
-    ``ValueError`` naming the folder and what it lacks."""
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: no such run folder")
-    metrics, summary_path = run_dir / "metrics.jsonl", run_dir / "summary.json"
-    if not metrics.is_file():
-        raise ValueError(f"{run_dir}: no metrics.jsonl; not a training run folder (python -m ada2i_fast.train --out DIR)")
-    if not summary_path.is_file():
-        raise ValueError(f"{run_dir}: no summary.json; the run has not finished (train writes it at the end)")
-    history = read_records(metrics)
-    if not history:
-        raise ValueError(f"{metrics}: no epoch records")
-    summary = _json(summary_path.read_text(), str(summary_path))
-    if not isinstance(summary, dict):
-        raise ValueError(f"{summary_path}: not a JSON object")
-    missing = [key for key in ("best_epoch", "classes", "test") if key not in summary]
-    if "test" in summary and "confusion_matrix" not in summary["test"]:
-        missing.append("test.confusion_matrix")
-    if missing:
-        raise ValueError(f"{summary_path}: lacks {', '.join(missing)} (written by an older ada2i_fast?)")
-    return history, summary
-
-
 def run_labels(run_dirs: list[Path]) -> list[str]:
     """Each folder's name (its parent's for a folder named by its date and time, as train names
     them), or as many trailing path parts as it takes to tell the folders apart."""
@@ -133,13 +108,6 @@ def _score(value) -> str:
 
 def file_safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-")
-
-
-def _json(text: str, where: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not JSON ({error})") from None
 
 
 if __name__ == "__main__":

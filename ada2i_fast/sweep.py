@@ -9,7 +9,7 @@ Markdown table, a JSON file and a chart.
 
 Each (variant, seed) cell is one queued trial of an optuna study in an RDB storage. Worker
 processes (``--workers``, here or on any machine naming the same ``--storage``) take queued trials
-one at a time, train each with ``studies.train_run`` into its own run folder, and store its F1 scores as
+one at a time, train each with ``studies.study.train_run`` into its own run folder, and store its F1 scores as
 trial attributes; running the command again queues only the cells that have not completed, and
 ``--report-only`` rebuilds the report from the study alone.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import sys
 import time
 from pathlib import Path
@@ -26,65 +25,22 @@ from pathlib import Path
 from .atomic import atomic_open, write_json_atomic
 from .cli import add_recipe_flags, console_script, user_errors_as_one_line
 from .config_file import parse_with_recipe
-from .modalities import NAMES, ORDER, in_order
+from .modalities import ORDER, in_order
+from .studies.plots import plot_variant_gaps
 from .studies.stats import mean_std, pm, verdict
 from .studies.study import (
     add_study_flags, check_trainer_flags, claimed, load_finished_study, open_storage, print_study_recipe,
     record_run_dir, require_optuna, run_workers, split_trainer_flags, start_study, storage_url, train_run,
     unmodulated_note,
 )
-from .training.plots import plot_variant_gaps
+from .studies.variants import (
+    ABLATIONS, CHANGED, FULL, VARIANTS, describe, kind_of, paired_gaps, subsets, variant_flags,
+)
 
-FULL = ORDER
-
-
-def subsets(full: str) -> tuple[str, ...]:
-    """Every non-empty subset of ``full``, largest first, each in the modality order."""
-    return tuple("".join(c) for k in range(len(full), 0, -1) for c in itertools.combinations(full, k))
-
-
-SUBSETS = subsets(FULL)
-ABLATIONS = {
-    "no-afw": (("--no-afw",), "full model without AFW (--no-afw)"),
-    "no-amw": (("--no-amw",), "full model, concat head instead of AMW (--no-amw)"),
-    "no-modulation": (("--no-modulation",), "full model without gradient modulation (--no-modulation)"),
-    "no-grad-noise": (("--no-grad-noise",), "full model, modulation without gradient noise (--no-grad-noise)"),
-    "reference": (("--compat", "reference"), "full model with the public code's semantics (--compat reference)"),
-}
-# Not the method: changes studied against it, asked for by name with --variants.
-ALTERNATIVES = {
-    "continuous-k": (("--modulation-curve", "continuous"), "full model, k = 1 - tanh(alpha (rho - 1)) "
-                     "(--modulation-curve continuous)"),
-    "update-target": (("--modulation-target", "update"), "full model, k scaling each encoder's update "
-                      "(--modulation-target update)"),
-}
-CHANGED = {**ABLATIONS, **ALTERNATIVES}  # variants of the full model
-VARIANTS = SUBSETS + tuple(CHANGED)
 DEFAULT_SEEDS = (12, 13, 14)
 # Flags the sweep sets for every trial.
 RESERVED = ("out", "resume", "overwrite", "seed", "modalities")
 COMMAND = "python -m ada2i_fast.sweep"
-
-
-def variant_flags(variant: str, full: str) -> list[str]:
-    if variant in CHANGED:
-        return ["--modalities", full, *CHANGED[variant][0]]
-    return ["--modalities", variant]
-
-
-def kind_of(variant: str, full: str) -> str:
-    if variant in CHANGED:
-        return "ablation"
-    if variant == full:
-        return "full"
-    return "pair" if len(variant) == 2 else "single"
-
-
-def describe(variant: str, full: str) -> str:
-    if variant in CHANGED:
-        return CHANGED[variant][1]
-    names = " + ".join(NAMES[m] for m in variant)
-    return f"{names} (full model)" if variant == full else names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,7 +239,8 @@ def sweep_report(study) -> dict:
                    seeds=[r["seed"] for r in runs],
                    dev=mean_std(r["dev_weighted_f1"] for r in runs),
                    test=mean_std(r["test_weighted_f1"] for r in runs))
-        paired = [r["test_weighted_f1"] - full[r["seed"]]["test_weighted_f1"] for r in runs if r["seed"] in full]
+        paired = paired_gaps({r["seed"]: r["test_weighted_f1"] for r in runs},
+                             {seed: cell["test_weighted_f1"] for seed, cell in full.items()})
         if variant != full_modalities and paired:
             row["gap_to_full"] = mean_std(paired)
             row["verdict"] = verdict(row["gap_to_full"])

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from ada2i_fast import analyze, evaluate, train
+from ada2i_fast.studies import analyses
 from ada2i_fast.studies import plots as analysis_plots
 from conftest import whole_epoch_ticks
 from ada2i_fast.inference.saved_model import open_checkpoint_and_corpus
@@ -35,27 +36,27 @@ def _summary(root, variant, seed):
 
 
 def test_the_tables_are_the_runs_numbers(sweep_runs):
-    runs = analyze.SweepRuns(sweep_runs)
+    runs = analyses.SweepRuns(sweep_runs)
     assert runs.full == "at" and sorted(runs.variant("full")) == [1, 2]
     summaries = {(v, s): _summary(sweep_runs, v, s) for v in VARIANTS for s in (1, 2)}
 
-    unimodal = analyze.unimodal(runs)
+    unimodal = analyses.unimodal(runs)
     audio = next(row for row in unimodal["rows"] if row["modality"] == "a")
     alone = [summaries[("a", s)]["test"]["weighted_f1"] for s in (1, 2)]
     assert audio["alone_test"] == {"mean": statistics.fmean(alone), "std": statistics.stdev(alone), "n": 2}
     inside = [summaries[("at", s)]["test"]["unimodal_weighted_f1"]["a"] for s in (1, 2)]
     assert audio["inside_test"]["mean"] == pytest.approx(statistics.fmean(inside))
 
-    gaps = analyze.gaps(runs)
+    gaps = analyses.gaps(runs)
     text = next(row for row in gaps["rows"] if row["variant"] == "t")
     paired = [summaries[("at", s)]["test"]["weighted_f1"] - summaries[("t", s)]["test"]["weighted_f1"] for s in (1, 2)]
     assert text["gap_test"]["mean"] == pytest.approx(statistics.fmean(paired))
     assert [row["variant"] for row in gaps["rows"]] == ["a", "t"]
 
-    ratios = analyze.ratios(runs)
+    ratios = analyses.ratios(runs)
     history = [json.loads(line) for line in (sweep_runs / "no-afw" / "seed-1" / "metrics.jsonl").read_text().splitlines()]
     spread = statistics.fmean(max(r["ratio"].values()) - 1 for r in history if r["epoch"] >= 2)
-    assert analyze._ratio_spread(runs.variant("no-afw")[1]) == pytest.approx(spread)
+    assert analyses._ratio_spread(runs.variant("no-afw")[1]) == pytest.approx(spread)
     assert [row["variant"] for row in ratios["rows"]] == ["full", "no-amw", "no-afw", "no-modulation"]
     assert ratios["curves"]["full"]["t"]["1"]["mean"] == pytest.approx(
         statistics.fmean(json.loads((sweep_runs / "at" / f"seed-{s}" / "metrics.jsonl").read_text().splitlines()[0])
@@ -100,14 +101,14 @@ def test_the_command_writes_every_analysis_and_plots_the_tables_numbers(sweep_ru
 
 
 def test_the_modulation_table_is_the_traced_steps_numbers(sweep_runs):
-    runs = analyze.SweepRuns(sweep_runs)
-    result = analyze.modulation(runs)
+    runs = analyses.SweepRuns(sweep_runs)
+    result = analyses.modulation(runs)
     steps = {v: [json.loads(line) for line in (sweep_runs / v / "seed-1" / "steps.jsonl").read_text().splitlines()]
              for v in ("at", "no-modulation")}
     modulated = {v: [s for s in rows if s["epoch"] >= 2] for v, rows in steps.items()}
     text = next(row for row in result["rows"] if row["modality"] == "t")
     k_seed_1 = statistics.fmean(s["coefficient"]["t"] for s in modulated["at"])
-    k_seed_2 = analyze._step_means(runs.variant("full")[2])["t"]["k"]
+    k_seed_2 = analyses._step_means(runs.variant("full")[2])["t"]["k"]
     assert text["k"]["mean"] == pytest.approx((k_seed_1 + k_seed_2) / 2)
     ratio_1 = (statistics.fmean(s["update_norm"]["t"] for s in modulated["at"])
                / statistics.fmean(s["update_norm"]["t"] for s in modulated["no-modulation"]))
@@ -118,7 +119,7 @@ def test_the_modulation_table_is_the_traced_steps_numbers(sweep_runs):
 
 def _per_seed_ratios(runs, m):
     full, other = runs.variant("full"), runs.variant("no-modulation")
-    return [analyze._step_means(full[s])[m]["update"] / analyze._step_means(other[s])[m]["update"] for s in (1, 2)]
+    return [analyses._step_means(full[s])[m]["update"] / analyses._step_means(other[s])[m]["update"] for s in (1, 2)]
 
 
 def test_the_gaps_legend_covers_no_bar(tmp_path, monkeypatch):
@@ -195,7 +196,7 @@ def test_all_on_a_sweep_that_never_modulated_writes_what_it_can_and_says_what_it
             analyze.main([name, str(runs)])
 
     def cannot(analysis, *args):
-        raise analyze.NotAvailable(f"{analysis}: a reason")
+        raise analyses.NotAvailable(f"{analysis}: a reason")
 
     monkeypatch.setattr(analyze, "write_analysis", cannot)
     with pytest.raises(SystemExit, match=r"^error: .*: no analysis could run \(see the reasons above\)$"):

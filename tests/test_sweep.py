@@ -13,7 +13,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from ada2i_fast import sweep  # noqa: E402
-from ada2i_fast.studies import stats
+from ada2i_fast.studies import stats, variants  # noqa: E402
 
 TINY = ["--dataset", "meld", "--hidden", "16", "--rank", "3", "--ffn-dim", "32", "--drop-rate", "0.1",
         "--lr", "2e-3", "--size", "0.03", "--epochs", "1", "--encoder-nlayers", "1", "--quiet"]
@@ -35,7 +35,7 @@ def test_two_workers_share_one_study_and_train_every_cell_once(tmp_path, capfd):
     out = tmp_path / "sweep"
     report = sweep.main(["--out", str(out), "--seeds", "1", "2", "--workers", "2", "--", *TINY])
 
-    cells = {(variant, seed) for variant in sweep.SUBSETS for seed in (1, 2)}
+    cells = {(variant, seed) for variant in variants.SUBSETS for seed in (1, 2)}
     trained = Counter((variant, int(seed)) for _, variant, seed in TRAINED.findall(capfd.readouterr().out))
     assert set(trained) == cells and set(trained.values()) == {1}
     study = optuna.load_study(study_name="modality-sweep", storage=f"sqlite:///{out / 'study.db'}")
@@ -51,9 +51,9 @@ def test_two_workers_share_one_study_and_train_every_cell_once(tmp_path, capfd):
         assert (run_dir / "summary.json").is_file() and (run_dir / "train.log").is_file()
         assert not any((run_dir / name).exists() for name in ("model", "best.pt", "last.pt"))  # no --keep-weights
 
-    assert _table_rows(report["markdown"]) == list(sweep.SUBSETS)
+    assert _table_rows(report["markdown"]) == list(variants.SUBSETS)
     assert all(len(row["seeds"]) == 2 for row in report["rows"]) and not report["missing"]
-    assert [row["variant"] for row in report["rows"] if "gap_to_full" in row] == list(sweep.SUBSETS[1:])
+    assert [row["variant"] for row in report["rows"] if "gap_to_full" in row] == list(variants.SUBSETS[1:])
     written = (out / "modality-sweep.md").read_text()
     assert written == report["markdown"]
     assert len(json.loads((out / "modality-sweep.json").read_text())["cells"]) == 14
