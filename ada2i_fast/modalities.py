@@ -1,7 +1,7 @@
 """The one table of modalities: letter, the field of the legacy pickles that holds it, and the order.
 
 Every place that needs to know which modalities exist reads this table; a new modality is one row
-here (plus its dim in each dataset's row of ``config.DATASET_DIMS`` and, for the synthetic corpus,
+here (plus its dim in each dataset's row of ``datasets.DATASETS`` (``DatasetSpec.dims``) and, for the synthetic corpus,
 its signal strength).
 """
 

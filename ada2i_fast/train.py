@@ -1,7 +1,7 @@
 """Train Ada2I with the recipe of SPEC §4: ``python -m ada2i_fast.train --dataset meld``.
 
 Read top to bottom: flags (derived from the config fields) -> ``run_setup`` (data, configs, output
-folder, or the saved state of ``--resume``) -> ``trainer.Trainer``: model, epochs (train, dev,
+folder, or the saved state of ``--resume``) -> ``training.trainer.Trainer``: model, epochs (train, dev,
 early stopping), test report of the best-dev state.
 
 Several GPUs or nodes (``distributed``): launch the same command with torchrun, one process per
