@@ -148,6 +148,7 @@ class Ada2IConfig(_Config):
 
     @property
     def label2id(self) -> dict[str, int]:
+        """Class name -> index, the inverse of ``id2label`` (as in Hugging Face configs)."""
         return {name: i for i, name in self.id2label.items()}
 
     @classmethod
@@ -157,6 +158,7 @@ class Ada2IConfig(_Config):
         return super().from_dict({k: v for k, v in values.items() if k not in TrainConfig.field_names()}, where)
 
     def validate(self) -> None:
+        """Raise a ``ValueError`` naming the first field whose value the model cannot take."""
         bad = [m for m in self.modalities if m not in ORDER]
         if not self.modalities or bad:
             raise ValueError(f"modalities must be a non-empty subset of {ORDER!r}, got {self.modalities!r}")
@@ -192,10 +194,12 @@ class Ada2IConfig(_Config):
 
     @property
     def n_modalities(self) -> int:
+        """M, the number of modalities the model uses."""
         return len(self.modalities)
 
     @property
     def semantics(self) -> Semantics:
+        """``compat`` resolved into the flags the modules read (:class:`Semantics`)."""
         return Semantics.of(self.compat, self.mmcosine, self.amw_scale)
 
     @property
@@ -269,6 +273,7 @@ class TrainConfig(_Config):
         self.validate()
 
     def validate(self) -> None:
+        """Raise a ``ValueError`` naming the first field whose value the recipe cannot take."""
         _check_int("batch_size", self.batch_size, 1)
         _check_int("epochs", self.epochs, 1)
         _check_int("patience", self.patience, 1)

@@ -44,6 +44,7 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
+    """The backend the fused ops use now (one of :data:`BACKENDS`)."""
     return _state["backend"]
 
 

@@ -3,7 +3,7 @@
 This file is deliberately standalone: it imports nothing but torch and shares no helper with the
 factored torch path (``tensor_ring_torch``) or the Triton path (``tensor_ring``), so a bug in their
 projections, masked mean or chain products cannot hide by being reproduced here. It is also the
-``"literal"`` backend. Per modality m, with H_m = h[m] [B, T, H]:
+``"literal"`` backend. Per modality m, with H_m = h[m] of shape [B, T, H]:
 
     q1, k1, q2, k2 = four Linear(H -> R) of H_m         rows (q1, k1, q2, k2) of rank_weight[m] [4R, H]
     G_Q = q1 (x) q2,  G_K = k1 (x) k2                    outer products, [B, T, R, R]

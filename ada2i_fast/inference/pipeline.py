@@ -76,6 +76,7 @@ class ConversationPipeline:
 
     @property
     def classes(self) -> tuple[str, ...]:
+        """The class names, in the model's order."""
         return self.featuriser.classes
 
     def save_pretrained(self, folder, metadata: dict | None = None) -> Path:
@@ -94,6 +95,7 @@ class ConversationPipeline:
         return list(self.predictions(self.read_csv(path, **reading)))
 
     def predictions(self, conversations: Conversations) -> Iterator[dict]:
+        """One record per utterance of ``conversations`` (:func:`prediction_records`), lazily."""
         return prediction_records(self.model, conversations.split, self.classes, batch_size=self.batch_size,
                                   device=self.device, precision=self.precision, gold=conversations.gold)
 

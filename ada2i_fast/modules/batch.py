@@ -32,6 +32,8 @@ class Batch:
 
     @classmethod
     def build(cls, features: dict[str, Tensor], lengths, labels: Tensor | None = None) -> "Batch":
+        """A batch of ``features`` ({modality: [B, T, d_m]}, zero-padded) with the dialogues' ``lengths`` and,
+        to train or evaluate, ``labels`` [B, T]; checked on the CPU, padded rows zeroed."""
         lengths = _integral("lengths", torch.as_tensor(lengths, device="cpu"))
         if lengths.ndim != 1:
             raise ValueError(f"lengths must be 1-D [B], got shape {tuple(lengths.shape)}")
@@ -70,18 +72,22 @@ class Batch:
 
     @property
     def batch_size(self) -> int:
+        """B, the number of dialogues."""
         return self.lengths.numel()
 
     @property
     def max_len(self) -> int:
+        """T, the longest dialogue's number of utterances."""
         return self.mask.shape[1]
 
     @property
     def num_utterances(self) -> int:
+        """N, the number of real utterances."""
         return self.flat_index.numel()
 
     @property
     def device(self) -> torch.device:
+        """Where the batch's tensors are."""
         return self.mask.device
 
     def flat_labels(self) -> Tensor:
@@ -91,9 +97,11 @@ class Batch:
         return self.labels.reshape(-1).index_select(0, self.flat_index)
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
+        """The batch with every tensor on ``device``."""
         return self._map_tensors(lambda x: x.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":
+        """The batch with every tensor in pinned memory (for asynchronous copies to a GPU)."""
         return self._map_tensors(lambda x: x.pin_memory())
 
     def _map_tensors(self, fn) -> "Batch":

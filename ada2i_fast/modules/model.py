@@ -147,6 +147,7 @@ class Ada2I(nn.Module):
                 )
 
     def forward(self, batch: Batch) -> Ada2IOutput:
+        """The SPEC §2 forward pass of ``batch``: encoders -> AFW -> the real utterances -> the AMW head."""
         self.check_batch(batch)
         h = encode_all(self.encoders, batch)
         h, feature_loss = self.afw(h, batch.mask, batch.flat_index)
