@@ -308,3 +308,15 @@ def test_meld_layout_finds_the_raw_clips_by_dialogue_and_utterance(tmp_path):
     with pytest.raises(AudioError, match=r"missing audio file .*clips/test/dia3_utt0\.wav"):
         build_conversation_corpus(tmp_path, "meld", audio_dir=tmp_path / "clips", text_dim=2,
                                   feature_cache=tmp_path / "features", workers=1)
+    (tmp_path / "elsewhere.wav").write_bytes((tmp_path / "clips" / "test" / "dia0_utt0.wav").read_bytes())
+    (tmp_path / "clips" / "test" / "dia3_utt0.wav").symlink_to(tmp_path / "elsewhere.wav")  # the user's own link
+    build_conversation_corpus(tmp_path, "meld", audio_dir=tmp_path / "clips", text_dim=2,
+                              feature_cache=tmp_path / "features", workers=1)
+    rows = read_csv(tmp_path / "test_sent_emo.csv")
+    rows[2]["Dialogue_ID"] = "3/../../../elsewhere.wav#"
+    write_csv(tmp_path / "test_sent_emo.csv", rows)
+    with pytest.raises(ValueError, match=r"test_sent_emo\.csv, line 4: its Dialogue_ID and Utterance_ID give the clip "
+                                         r".*/clips/test/dia3/\.\./\.\./\.\./elsewhere\.wav#_utt0\.wav, outside "
+                                         r"--audio-dir's .*/clips/test$"):
+        build_conversation_corpus(tmp_path, "meld", audio_dir=tmp_path / "clips", text_dim=2,
+                                  feature_cache=tmp_path / "features", workers=1)

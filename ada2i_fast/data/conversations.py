@@ -191,22 +191,30 @@ def _audio_files(csv_dir: Path, layout: Layout, split: str, rows: SplitRows, aud
     clips = Path(audio_dir) / split if audio_dir is not None else None
     paths = audio_paths(rows, layout, audio_column, clips, base=csv_dir, max_field_chars=max_field_chars)
     if audio_column is None:
-        check_inside(paths, clips, rows, "the clip of Dialogue_ID/Utterance_ID", "--audio-dir")
+        _check_clip_names(paths, clips, rows)
     elif not outside_allowed:
-        check_inside(paths, csv_dir, rows, f"{audio_column!r}", "--csv-dir")
+        check_inside(paths, csv_dir, rows, audio_column)
     return [Utterance(split, i, rows.lines[i], path) for i, path in enumerate(paths)]
 
 
-def check_inside(paths: list[Path], folder: Path, rows: SplitRows, naming: str, flag: str) -> None:
-    """Refuse the first of ``paths`` (row i's file) that is not inside ``folder`` once links are resolved:
-    an absolute path, one through ``..`` or through a link that leads out."""
-    root = folder.resolve()
+def check_inside(paths: list[Path], csv_dir: Path, rows: SplitRows, column: str) -> None:
+    """Refuse the first of ``paths`` (the file row i's ``column`` names) that is not inside ``csv_dir``
+    once links are resolved: an absolute path, one through ``..`` or through a link that leads out."""
+    root = csv_dir.resolve()
     for i, path in enumerate(paths):
         if not path.resolve().is_relative_to(root):
-            allow = f"; pass {OUTSIDE_FLAG} to read files elsewhere" if flag == "--csv-dir" else ""
-            raise TranscriptError(f"{rows.path}, line {rows.lines[i]}: {naming} names {path}, outside {flag} "
-                                  f"{folder} (paths are relative to it, never absolute, through '..' or through a "
-                                  f"link that leads out){allow}")
+            raise TranscriptError(f"{rows.path}, line {rows.lines[i]}: {column!r} names {path}, outside --csv-dir "
+                                  f"{csv_dir} (paths are relative to it, never absolute, through '..' or through a "
+                                  f"link that leads out); pass {OUTSIDE_FLAG} to read files elsewhere")
+
+
+def _check_clip_names(paths: list[Path], clips: Path, rows: SplitRows) -> None:
+    """Refuse a MELD clip name that leaves ``clips`` (a Dialogue_ID or Utterance_ID holding a '/'); the
+    clip itself may be a link to anywhere, as the folder is the user's."""
+    for i, path in enumerate(paths):
+        if path.parent != clips:
+            raise TranscriptError(f"{rows.path}, line {rows.lines[i]}: its Dialogue_ID and Utterance_ID give the clip "
+                                  f"{path}, outside --audio-dir's {clips}")
 
 
 def audio_paths(rows: SplitRows, layout: Layout, audio_column: str | None, clips: Path | None, *, base: Path,
@@ -502,7 +510,7 @@ def _visual_features(csv_dir: Path, layout: Layout, paths: dict[str, Path], rows
         names = read_columns(paths[split], layout, (column,), max_field_chars=max_field_chars)[column]
         files = [csv_dir / name for name in names]
         if not outside_allowed:
-            check_inside(files, csv_dir, r, f"{column!r}", "--csv-dir")
+            check_inside(files, csv_dir, r, column)
         vectors[split] = {}
         for i in r.order.tolist():
             vectors[split][i] = vector = visual_vector(files[i], dim)
