@@ -11,7 +11,8 @@ Each (variant, seed) cell is one queued trial of an optuna study in an RDB stora
 processes (``--workers``, here or on any machine naming the same ``--storage``) take queued trials
 one at a time, train each with ``studies.study.train_run`` into its own run folder, and store its F1 scores as
 trial attributes; running the command again queues only the cells that have not completed, and
-``--report-only`` rebuilds the report from the study alone.
+``--report-only`` rebuilds the report from the study alone. The study records its variants and seeds
+(``studies.study.start_study``): a launch with others is refused unless ``--extend-study`` adds them.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from .modalities import ORDER, in_order
 from .studies.plots import plot_variant_gaps
 from .studies.stats import mean_std, pm, verdict
 from .studies.study import (
-    add_study_flags, check_trainer_flags, claimed, load_finished_study, open_storage, print_study_recipe,
-    record_run_dir, require_optuna, run_workers, split_trainer_flags, start_study, storage_url, train_run,
-    unmodulated_note,
+    EXTEND_FLAG, add_study_flags, check_trainer_flags, claimed, load_finished_study, new_or_existing_storage_url,
+    open_storage, print_study_recipe, record_run_dir, require_optuna, run_workers, split_trainer_flags, start_study,
+    storage_url, train_run, unmodulated_note,
 )
 from .studies.variants import (
     ABLATIONS, CHANGED, FULL, VARIANTS, describe, kind_of, paired_gaps, subsets, variant_flags,
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"among {', '.join(VARIANTS)} (default: every subset of --modalities)")
     parser.add_argument("--ablations", action="store_true", help="also " + ", ".join(ABLATIONS))
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the study; train nothing")
+    parser.add_argument(EXTEND_FLAG, action="store_true",
+                        help="add these --variants and --seeds to an existing study's cells (without it a study "
+                        "refuses variants or seeds other than those it was started with)")
     parser.add_argument("--report", metavar="PREFIX",
                         help="write PREFIX.md, PREFIX.png and PREFIX.json (default: OUT/STUDY_NAME)")
     parser.add_argument("--name", help="what the chart's title calls the study, e.g. the corpus (default: the study name)")
@@ -96,9 +100,10 @@ def main(argv=None) -> dict:
         if args.print_config:
             return print_study_recipe(COMMAND, "sweep", parser, args, trainer_args, RESERVED)
         require_optuna()
-        url = storage_url(args)
+        url = new_or_existing_storage_url(args)
         variants = list(dict.fromkeys(chosen + (list(ABLATIONS) if args.ablations else [])))
-        study = start_study(open_storage(url), args.study_name, trainer_flags, full=full)
+        study = start_study(open_storage(url), args.study_name, trainer_flags, full=full, variants=variants,
+                            seeds=sorted(set(args.seeds)), extendable=("variants", "seeds"), extend=args.extend_study)
         queued = queue_missing_cells(study, [(v, s) for v in variants for s in args.seeds])
         print(f"study {args.study_name!r} in {url}: {queued} cells queued; {args.workers} worker(s) training into "
               f"{args.out}" + unmodulated_note(trainer_args, "no trial modulates, so the modulation ablations train "

@@ -21,7 +21,7 @@ from .cli import add_recipe_flags, console_script, user_errors_as_one_line
 from .config_file import parse_with_recipe
 from .studies.study import (
     add_study_flags, check_trainer_flags, claimed, open_storage, print_study_recipe, record_run_dir, require_optuna,
-    run_workers, split_trainer_flags, start_study, storage_url, train_run, unmodulated_note,
+    new_or_existing_storage_url, run_workers, split_trainer_flags, start_study, train_run, unmodulated_note,
 )
 
 # name: (low, high, log scale); rank is an integer. The ranges hold every published preset (SPEC §4).
@@ -73,8 +73,10 @@ def main(argv=None) -> dict:
     if args.print_config:
         return print_study_recipe(COMMAND, "tune", parser, args, trainer_args, RESERVED)
     require_optuna()
-    url = storage_url(args)
-    study = start_study(open_storage(url), args.study_name, trainer_flags)
+    url = new_or_existing_storage_url(args)
+    study = start_study(open_storage(url), args.study_name, trainer_flags, sampler_seed=args.sampler_seed,
+                        prune_after=args.prune_after, warmup_epochs=args.warmup_epochs,
+                        search_space={name: list(bounds) for name, bounds in SEARCH_SPACE.items()})
     print(f"study {args.study_name!r} in {url}: {len(counted_trials(study))} of {args.trials} trials so far; "
           f"{args.workers} worker(s) training into {args.out}"
           + unmodulated_note(trainer_args, "no trial modulates, so alpha, which the search varies, changes nothing"))

@@ -2,6 +2,9 @@
 cache surviving an interruption, a local sentence-transformers model, and bad audio."""
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -111,9 +114,22 @@ def test_a_damaged_or_edited_cache_file_is_one_error_naming_it(small):
         _build(small)
     first.unlink()
     with np.load(second) as saved:
-        vector, digest = saved["features"], saved["sha256"]
-    np.savez(second, features=vector + 1, sha256=digest)
+        vector, key, digest = saved["features"], saved["key"], saved["sha256"]
+    np.savez(second, features=vector + 1, key=key, sha256=digest)
     with pytest.raises(AudioError, match=rf"feature cache file {second} differs from the checksum written with it"):
+        _build(small)
+
+
+def test_two_swapped_cache_files_are_refused_not_read_as_each_others_audio(small):
+    """Each vector's checksum was fine, so two swapped entries gave two utterances each other's audio."""
+    _build(small)
+    first, second = sorted((small / "features").glob("*.npz"))[:2]
+    swap = small / "swap"
+    first.rename(swap)
+    second.rename(first)
+    swap.rename(second)
+    with pytest.raises(AudioError, match=rf"feature cache file ({first}|{second}) holds the features of another "
+                                         r"file or feature set .*swapped.*delete it and build again"):
         _build(small)
 
 
@@ -191,6 +207,83 @@ def test_silent_and_too_short_audio_stop_the_build_or_are_skipped_and_listed(sma
     assert load_corpus("meld", out).splits["train"].num_utterances == 12 - 2
 
 
+def test_non_finite_and_absurdly_loud_audio_are_skipped_with_their_reason_like_silence(small, capsys):
+    """NaN passed the silence check (NaN < 1e-4 is false) and became one finite feature vector."""
+    loud = speech_like("calm", np.random.default_rng(0)) * 1e30
+    for row, name, samples in ((0, "nan.wav", np.full(8000, np.nan, np.float32)),
+                               (3, "inf.wav", np.full(8000, np.inf, np.float32)), (5, "loud.wav", loud)):
+        _replace_audio(small, row, name)
+        soundfile.write(small / "audio" / name, samples, RATE, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"3 utterance\(s\) have unusable audio: .*nan\.wav \(non-finite samples "
+                                         r"\(8000 of 8000 NaN or infinite\)\).*inf\.wav \(non-finite.*loud\.wav "
+                                         r"\(absurd amplitude \(peak 4\.2e\+28 > 1e\+03\)\)"):
+        _build(small)
+    out = small / "corpus"
+    main(["--csv-dir", str(small), "--layout", "generic", "--audio-column", "audio", "--text-dim", "4",
+          "--workers", "1", "--skip-bad-audio", "--out", str(out)])
+    assert "3 skipped" in capsys.readouterr().out
+    skipped = json.loads((out / "manifest.json").read_text())["source"]["skipped"]
+    assert [(s["csv_line"], s["reason"].split()[0]) for s in skipped] == [(2, "non-finite"), (5, "non-finite"),
+                                                                         (7, "absurd")]
+    assert np.isfinite(load_corpus("meld", out).splits["train"].features["a"]).all()
+
+
+def _build_in_a_process(folder, *flags, seconds=90):
+    """The builder's command on ``folder``, in a process killed after ``seconds`` (a hang fails the test)."""
+    command = [sys.executable, "-m", "ada2i_fast.data.conversations", "--csv-dir", str(folder), "--layout", "generic",
+               "--audio-column", "audio", "--text-dim", "4", "--workers", "1", "--out", str(folder / "corpus"), *flags]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=seconds, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the build did not end in {seconds} s")
+
+
+def test_special_files_as_audio_are_refused_before_anything_reads_them(small):
+    """The cache key hashed the whole file before anything checked it was one: a FIFO (or /dev/zero,
+    /dev/urandom) as audio hung the build."""
+    os.mkfifo(small / "audio" / "x.wav")
+    _replace_audio(small, 1, "x.wav")
+    done = _build_in_a_process(small)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"error: audio file {small / 'audio' / 'x.wav'} is not a regular "
+                                                    "file (a device, FIFO, socket or folder); name a file")
+    for device in ("/dev/zero", "/dev/urandom"):
+        with pytest.raises(AudioError, match=rf"^audio file {device} is not a regular file"):
+            conversations.cache_key(conversations.Path(device), "eGeMAPSv02")
+        with pytest.raises(AudioError, match=rf"^audio file {device} is not a regular file"):
+            conversations.read_audio(conversations.Path(device))
+
+
+def test_audio_and_visual_paths_stay_inside_the_csv_dir_unless_a_flag_allows_more(small, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    soundfile.write(elsewhere / "clip.wav", speech_like("calm", np.random.default_rng(0)), RATE)
+    (small / "audio" / "link.wav").symlink_to(elsewhere / "clip.wav")
+    own = read_csv(small / "train.csv")[2]["audio"]
+    for name in (str(elsewhere / "clip.wav"), "../elsewhere/clip.wav", "audio/../../elsewhere/clip.wav",
+                 "audio/link.wav", "/dev/zero"):
+        rows = read_csv(small / "train.csv")
+        rows[2]["audio"] = name
+        write_csv(small / "train.csv", rows)
+        with pytest.raises(ValueError, match=r"train\.csv, line 4: 'audio' names .*, outside --csv-dir .*(paths are "
+                                             r"relative to it.*); pass --allow-paths-outside-csv-dir to read files"):
+            _build(small)
+    rows[2]["audio"] = "../elsewhere/clip.wav"
+    write_csv(small / "train.csv", rows)
+    assert _build(small, paths_outside_csv_dir=True).corpus.splits["train"].num_utterances == 12
+    rows[2]["audio"] = own  # inside again: the refusal below is the visual file's
+    write_csv(small / "train.csv", rows)
+    for split in ("train", "dev", "test"):
+        rows = read_csv(small / f"{split}.csv")
+        for row in rows:
+            row["face"] = "../elsewhere/face.npy"
+        write_csv(small / f"{split}.csv", rows)
+    np.save(elsewhere / "face.npy", np.ones(3))
+    with pytest.raises(ValueError, match=r"'face' names .*, outside --csv-dir"):
+        _build(small, visual_column="face")
+    assert "--allow-paths-outside-csv-dir" in conversations.build_parser().format_help()
+
+
 def test_other_containers_need_ffmpeg_and_low_rates_are_refused(small, monkeypatch):
     monkeypatch.setattr(conversations.shutil, "which", lambda name: None)
     _replace_audio(small, 1, "clip.mp4", raw=b"\x00\x00\x00\x18ftypmp42")
@@ -213,5 +306,17 @@ def test_meld_layout_finds_the_raw_clips_by_dialogue_and_utterance(tmp_path):
     assert built.corpus.splits["dev"].dialogue_ids == ("dev_0", "dev_3")
     (tmp_path / "clips" / "test" / "dia3_utt0.wav").unlink()
     with pytest.raises(AudioError, match=r"missing audio file .*clips/test/dia3_utt0\.wav"):
+        build_conversation_corpus(tmp_path, "meld", audio_dir=tmp_path / "clips", text_dim=2,
+                                  feature_cache=tmp_path / "features", workers=1)
+    (tmp_path / "elsewhere.wav").write_bytes((tmp_path / "clips" / "test" / "dia0_utt0.wav").read_bytes())
+    (tmp_path / "clips" / "test" / "dia3_utt0.wav").symlink_to(tmp_path / "elsewhere.wav")  # the user's own link
+    build_conversation_corpus(tmp_path, "meld", audio_dir=tmp_path / "clips", text_dim=2,
+                              feature_cache=tmp_path / "features", workers=1)
+    rows = read_csv(tmp_path / "test_sent_emo.csv")
+    rows[2]["Dialogue_ID"] = "3/../../../elsewhere.wav#"
+    write_csv(tmp_path / "test_sent_emo.csv", rows)
+    with pytest.raises(ValueError, match=r"test_sent_emo\.csv, line 4: its Dialogue_ID and Utterance_ID give the clip "
+                                         r".*/clips/test/dia3/\.\./\.\./\.\./elsewhere\.wav#_utt0\.wav, outside "
+                                         r"--audio-dir's .*/clips/test$"):
         build_conversation_corpus(tmp_path, "meld", audio_dir=tmp_path / "clips", text_dim=2,
                                   feature_cache=tmp_path / "features", workers=1)

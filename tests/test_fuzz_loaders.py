@@ -7,7 +7,10 @@ import os
 import pickle
 import signal
 import time
+import tracemalloc
+import zipfile
 
+import numpy as np
 import pytest
 from fixtures.legacy_data import legacy_dict, write_pickle
 from hypothesis import HealthCheck, given, settings
@@ -137,3 +140,40 @@ def test_a_mutated_cache_loads_or_gets_a_named_error(cache, which, steps):
         for file, data in originals.items():
             file.write_bytes(data)
     load_cache(directory)  # restored: the next case starts from a valid cache
+
+
+def _npz_with_a_lying_member(path, shape, payload_bytes):
+    """An .npz whose features.npy declares float32 ``shape`` and unpacks to ``payload_bytes`` zeros after
+    its header (streamed: the bomb is written without ever being in memory), plus a valid key and sha256."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("features.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            chunk = bytes(1 << 24)
+            for start in range(0, payload_bytes, len(chunk)):
+                member.write(chunk[:payload_bytes - start])
+        for name, value in (("key", "k" * 32), ("sha256", "0" * 64)):
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, np.array(value))
+    return path
+
+
+def test_a_feature_cache_bomb_is_refused_before_it_is_decompressed(tmp_path):
+    """A 1 MB cache entry unpacking to 2^28 zeros was decompressed (1 GiB) before its shape was checked;
+    a small member whose header claims 2^28 values allocated them before the read failed."""
+    from ada2i_fast.data.conversations import AudioError, _read_cached, cached_file
+
+    bomb = _npz_with_a_lying_member(cached_file(tmp_path, "k" * 32), (1 << 28,), 4 << 28)
+    liar = _npz_with_a_lying_member(cached_file(tmp_path, "l" * 32), (1 << 28,), 88 * 4)
+    assert bomb.stat().st_size < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioError, match=rf"damaged feature cache file {bomb} \(features\.npy unpacks to "
+                                             r"1073741952 bytes, more than the 4448 of a float32\[88\]\)"):
+            _read_cached(tmp_path, "k" * 32, 88)
+        with pytest.raises(AudioError, match=rf"damaged feature cache file {liar} \(features\.npy holds "
+                                             r"float32\[268435456\], not float32\[88\]\)"):
+            _read_cached(tmp_path, "l" * 32, 88)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB allocated"

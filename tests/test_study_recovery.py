@@ -101,6 +101,17 @@ def test_a_damaged_or_foreign_study_database_is_one_error_line(tmp_path, command
         command.main(["--out", str(tmp_path / "x"), "--storage", "bogus://x", *flags])
 
 
+@pytest.mark.parametrize("command", [sweep, tune], ids=["sweep", "tune"])
+def test_a_sqlite_storage_in_a_missing_folder_is_refused_and_no_folder_is_made(tmp_path, command):
+    """optuna's storage made every missing parent folder of a SQLite URL, anywhere."""
+    database = tmp_path / "typo" / "deeper" / "study.db"
+    with pytest.raises(SystemExit, match=rf"^error: study storage sqlite:///{database}: its folder {database.parent} "
+                                         r"does not exist \(no folder is made for it\); create it, or choose another "
+                                         r"--storage$"):
+        command.main(["--out", str(tmp_path / "out"), "--storage", f"sqlite:///{database}", "--", "--dataset", "meld"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_report_of_a_damaged_study_database_is_one_error_line(tmp_path):
     (tmp_path / "study.db").write_bytes(b"not a database at all" * 100)
     with pytest.raises(SystemExit, match=r"^error: study database .* cannot be read as a SQLite database"):

@@ -69,7 +69,8 @@ def test_two_workers_share_one_study_and_train_every_cell_once(tmp_path, capfd):
 def test_a_second_launch_queues_only_the_missing_cells(tmp_path, capfd):
     out = tmp_path / "sweep"
     sweep.main(["--out", str(out), "--variants", "atv", "--seeds", "3", "--", *TINY])
-    report = sweep.main(["--out", str(out), "--variants", "atv", "--ablations", "--seeds", "3", "--", *TINY])
+    report = sweep.main(["--out", str(out), "--variants", "atv", "--ablations", "--seeds", "3", "--extend-study",
+                         "--", *TINY])
 
     output = capfd.readouterr().out
     assert f"{len(sweep.ABLATIONS)} cells queued" in output
@@ -102,9 +103,38 @@ def test_a_study_whose_trials_recorded_fewer_variants_as_parameters_goes_on(tmp_
         params={"variant": "t"}, distributions={"variant": optuna.distributions.CategoricalDistribution(("t",))},
         state=optuna.trial.TrialState.FAIL))
 
-    sweep.main(["--out", str(out), "--variants", "t", "a", "--seeds", "1", "--", *TINY])
+    sweep.main(["--out", str(out), "--variants", "t", "a", "--seeds", "1", "--extend-study", "--", *TINY])
 
     assert Counter(variant for _, variant, _ in TRAINED.findall(capfd.readouterr().out)) == Counter(["t", "a"])
+
+
+def _scored(argv, out, **kwargs):
+    """A trial's summary without training it."""
+    return {"best_dev_weighted_f1": 0.5, "test": {"weighted_f1": 0.4}, "best_epoch": 1}
+
+
+def test_another_studys_database_is_refused_naming_the_difference_and_the_same_study_resumes(tmp_path, monkeypatch,
+                                                                                           capfd):
+    """Seeds and variants were not recorded: a database of the same name and trainer flags but other
+    cells was merged silently, its seeds averaged into the report."""
+    monkeypatch.setattr(sweep, "train_run", _scored)
+    out = tmp_path / "sweep"
+    sweep.main(["--out", str(out), "--variants", "t", "a", "--seeds", "1", "2", "--", *TINY])
+    study = "^error: study 'modality-sweep' was started with the"
+    choose = r"give those, pass --extend-study to add yours to its cells, or choose another --study-name or --out$"
+    with pytest.raises(SystemExit, match=rf"{study} seeds 1 2, not 1 3; {choose}"):
+        sweep.main(["--out", str(out), "--variants", "t", "a", "--seeds", "1", "3", "--", *TINY])
+    with pytest.raises(SystemExit, match=rf"{study} variants t a, not t; {choose}"):
+        sweep.main(["--out", str(out), "--variants", "t", "--seeds", "1", "2", "--", *TINY])
+    capfd.readouterr()
+    sweep.main(["--out", str(out), "--variants", "a", "t", "--seeds", "2", "1", "--", *TINY])  # the same cells
+    assert "0 cells queued" in capfd.readouterr().out
+    report = sweep.main(["--out", str(out), "--variants", "t", "--seeds", "3", "--extend-study", "--", *TINY])
+    assert "1 cells queued" in capfd.readouterr().out and report["seeds"] == [1, 2, 3]
+    recorded = optuna.load_study(study_name="modality-sweep", storage=f"sqlite:///{out / 'study.db'}").user_attrs
+    assert (recorded["variants"], recorded["seeds"]) == (["t", "a"], [1, 2, 3])
+    sweep.main(["--out", str(out), "--variants", "t", "a", "--seeds", "1", "2", "3", "--", *TINY])  # resumes
+    assert "1 cells queued" in capfd.readouterr().out  # a, seed 3
 
 
 def test_the_full_model_is_the_modalities_flag_and_ablations_keep_them(tmp_path, capfd):
@@ -120,7 +150,8 @@ def test_the_full_model_is_the_modalities_flag_and_ablations_keep_them(tmp_path,
     assert summary["config"]["modalities"] == "at" and summary["ablations"]["afw"] is False
     with pytest.raises(SystemExit, match=r"^error: --variants tv: not a subset of --modalities at"):
         sweep.main(["--out", str(tmp_path / "other"), "--modalities", "at", "--variants", "tv", "--", *TINY])
-    with pytest.raises(SystemExit, match=r"^error: study 'modality-sweep' was started with the full model's modalities at;"):
+    with pytest.raises(SystemExit, match=r"^error: study 'modality-sweep' was started with the full model's "
+                                         r"modalities at, not atv;"):
         sweep.main(["--out", str(out), "--modalities", "atv", "--variants", "atv", "--seeds", "5", "--", *TINY])
     with pytest.raises(SystemExit, match=r"^error: --modalities 'tx'"):
         sweep.main(["--out", str(out), "--modalities", "tx", "--", *TINY])

@@ -119,3 +119,23 @@ def test_a_trainer_that_always_fails_stops_the_search_instead_of_looping(tmp_pat
     out = tmp_path / "tune"
     with pytest.raises(SystemExit, match=r"no trial of study 'tune' completed \({'fail': 3}\)"):
         tune.main(["--out", str(out), "--trials", "5", "--", *TINY])
+
+
+def test_another_studys_database_is_refused_naming_the_setting_that_differs(tmp_path, monkeypatch):
+    """The sampler's seed, the pruning and the search space were not recorded: a database of the same
+    name and trainer flags searched with other settings was merged silently."""
+    monkeypatch.setattr(tune, "train_run", lambda argv, out, **kwargs: _summary(0.5))
+    out = tmp_path / "tune"
+    tune.main(["--out", str(out), "--trials", "1", "--", *TINY])
+    choose = "give those, or choose another --study-name or --out$"
+    with pytest.raises(SystemExit, match=rf"^error: study 'tune' was started with the --sampler-seed 0, not 7; {choose}"):
+        tune.main(["--out", str(out), "--trials", "2", "--sampler-seed", "7", "--", *TINY])
+    with pytest.raises(SystemExit, match=rf"^error: study 'tune' was started with the --warmup-epochs 2, not 1; {choose}"):
+        tune.main(["--out", str(out), "--trials", "2", "--warmup-epochs", "1", "--", *TINY])
+    monkeypatch.setitem(tune.SEARCH_SPACE, "lr", (1e-4, 3e-3, True))
+    with pytest.raises(SystemExit, match=r"^error: study 'tune' was started with the search space \{\"lr\": \[1e-05, "):
+        tune.main(["--out", str(out), "--trials", "2", "--", *TINY])
+    monkeypatch.undo()
+    monkeypatch.setattr(tune, "train_run", lambda argv, out, **kwargs: _summary(0.5))
+    tune.main(["--out", str(out), "--trials", "2", "--", *TINY])  # the same study goes on
+    assert len(_trials(out)) == 2

@@ -7,24 +7,28 @@
 Transcripts: the CSV layouts and flags of ``data.transcripts`` (read by its code). Audio, one file
 per CSV row:
 
-* ``--audio-column NAME`` (any layout): the row's audio file, a path relative to ``--csv-dir``;
+* ``--audio-column NAME`` (any layout): the row's audio file, a path relative to ``--csv-dir`` and
+  inside it (links resolved) unless ``--allow-paths-outside-csv-dir``;
 * ``--layout meld --audio-dir AUDIO``: MELD's raw naming, ``AUDIO/{split}/dia{Dialogue_ID}_utt{Utterance_ID}.wav``
   (e.g. ``AUDIO/train/dia0_utt0.wav``, ``AUDIO/dev/...``, ``AUDIO/test/...``).
 
-wav and flac are read directly; any other container (mp4, mp3, ...) through ``ffmpeg``, which must
-be on PATH. Multi-channel audio is averaged to mono and every file is resampled to 16 kHz; a rate
-under 8 kHz, a missing or unreadable file is an error naming the file. A silent file (peak under
-1e-4), one shorter than 0.1 s or one openSMILE gives non-finite features for is an error listing
-every such file, or, with ``--skip-bad-audio``, its utterance is dropped (a dialogue left empty
-goes with it) and listed: printed and recorded in the manifest's ``source.skipped``.
+Audio must be a regular file, checked on the opened descriptor before anything reads it (a device
+or a FIFO never ends). wav and flac are read directly; any other container (mp4, mp3, ...) through
+``ffmpeg``, which must be on PATH. Multi-channel audio is averaged to mono and every file is
+resampled to 16 kHz; a rate under 8 kHz, a missing or unreadable file is an error naming the file.
+A silent file (peak under 1e-4), one shorter than 0.1 s, one with a NaN or infinite sample, one
+peaking over 1e3 (float audio no recording gives) or one openSMILE gives non-finite features for
+is an error listing every such file, or, with ``--skip-bad-audio``, its utterance is dropped (a
+dialogue left empty goes with it) and listed: printed and recorded in the manifest's ``source.skipped``.
 
 Audio features are openSMILE functionals, eGeMAPSv02 (88) by default or ``--audio-features
 ComParE_2016`` (6373), extracted by a process pool over ``--workers`` cores (default: all) with a
 progress bar that counts every file as it finishes. Each file's features are cached in ``--feature-cache`` (default: ``PATH.features``
 beside the corpus, which ``write_cache`` replaces whole) under a key of the file's sha256 and the
-feature set, each vector with its own sha256, verified when read; written atomically, so a rerun
-after an interruption extracts only what is missing.
-``--visual-column NAME``: a ``.npy`` vector per row (relative to ``--csv-dir``). Audio and visual
+feature set, each vector with that key and a sha256 of both, verified when read (an entry renamed or
+swapped with another is refused), its members' sizes and .npy headers checked before anything is
+decompressed; written atomically, so a rerun after an interruption extracts only what is missing.
+``--visual-column NAME``: a ``.npy`` vector per row (relative to ``--csv-dir`` and inside it, as audio). Audio and visual
 features are standardised with the train split's mean and std.
 
 The corpus keeps its featuriser (``data.featuriser``: the layout, the text featuriser, the audio
@@ -42,6 +46,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -72,8 +77,11 @@ SAMPLE_RATE = 16_000  # every file is resampled to this before extraction
 MIN_SAMPLE_RATE = 8_000  # below this the feature sets' frequency bands are missing
 MIN_SECONDS = 0.1
 SILENCE_PEAK = 1e-4  # a peak under this (-80 dBFS) is a silent file
+MAX_PEAK = 1e3  # float audio peaking above this (+60 dBFS) is not a recording: garbage or a unit error
 DIRECT_SUFFIXES = (".wav", ".flac")  # read by soundfile; anything else goes through ffmpeg
-CACHE_VERSION = 2  # part of every cache key: bump when extraction or the cache file changes
+CACHE_VERSION = 3  # part of every cache key: bump when extraction or the cache file changes
+NPY_HEADER_BYTES = 4096  # room for a .npy member's header in a cache entry (numpy writes 128)
+OUTSIDE_FLAG = "--allow-paths-outside-csv-dir"
 
 
 class AudioError(ValueError):
@@ -124,8 +132,12 @@ def build_conversation_corpus(
     seed: int = 0,
     max_field_chars: int = MAX_FIELD_CHARS,
     max_dialogue_length: int = MAX_DIALOGUE_LENGTH,
+    paths_outside_csv_dir: bool = False,
 ) -> Built:
-    """The text + audio (+ visual) corpus of the conversations in ``csv_dir``, validated."""
+    """The text + audio (+ visual) corpus of the conversations in ``csv_dir``, validated.
+
+    The files that ``audio_column`` and ``visual_column`` name must lie in ``csv_dir`` (links resolved)
+    unless ``paths_outside_csv_dir``; MELD's clips must lie in ``audio_dir``."""
     layout = LAYOUTS[layout] if isinstance(layout, str) else layout
     csv_dir = Path(csv_dir)
     if audio_features not in FEATURE_SETS:
@@ -133,7 +145,8 @@ def build_conversation_corpus(
     _check_text_options(text_model, embeddings)  # before the extraction, which may take hours
     rows, classes = read_transcripts(csv_dir, layout, max_field_chars=max_field_chars,
                                      max_dialogue_length=max_dialogue_length)
-    utterances = {split: _audio_files(csv_dir, layout, split, r, audio_column, audio_dir, max_field_chars)
+    utterances = {split: _audio_files(csv_dir, layout, split, r, audio_column, audio_dir, max_field_chars,
+                                      paths_outside_csv_dir)
                   for split, r in rows.items()}
     total = sum(len(r.texts) for r in rows.values())
     check_fits_in_memory(corpus_bytes(total, text_dim + FEATURE_SETS[audio_features]),
@@ -151,7 +164,7 @@ def build_conversation_corpus(
         features[split]["t"] = x
     if visual_column:
         for split, x in _visual_features(csv_dir, layout, split_paths(csv_dir, layout), rows, visual_column,
-                                         max_field_chars).items():
+                                         max_field_chars, paths_outside_csv_dir).items():
             features[split]["v"] = x
     standardisations = _standardise(features, rows, ("a", "v"))
     corpus = assemble_corpus(layout, classes, rows, features, csv_dir)
@@ -170,14 +183,38 @@ def build_conversation_corpus(
 
 
 def _audio_files(csv_dir: Path, layout: Layout, split: str, rows: SplitRows, audio_column: str | None,
-                 audio_dir: str | PathLike | None, max_field_chars: int) -> list[Utterance]:
-    """Each row's audio file, in file order."""
+                 audio_dir: str | PathLike | None, max_field_chars: int, outside_allowed: bool) -> list[Utterance]:
+    """Each row's audio file, in file order, each inside its folder (``csv_dir``, or MELD's clip folder)."""
     if not audio_column and not (layout.name == "meld" and audio_dir is not None):
         raise ValueError("name each utterance's audio: --audio-column NAME (a path relative to --csv-dir), "
                          "or --layout meld with --audio-dir DIR (DIR/{split}/dia{Dialogue_ID}_utt{Utterance_ID}.wav)")
     clips = Path(audio_dir) / split if audio_dir is not None else None
     paths = audio_paths(rows, layout, audio_column, clips, base=csv_dir, max_field_chars=max_field_chars)
+    if audio_column is None:
+        _check_clip_names(paths, clips, rows)
+    elif not outside_allowed:
+        check_inside(paths, csv_dir, rows, audio_column)
     return [Utterance(split, i, rows.lines[i], path) for i, path in enumerate(paths)]
+
+
+def check_inside(paths: list[Path], csv_dir: Path, rows: SplitRows, column: str) -> None:
+    """Refuse the first of ``paths`` (the file row i's ``column`` names) that is not inside ``csv_dir``
+    once links are resolved: an absolute path, one through ``..`` or through a link that leads out."""
+    root = csv_dir.resolve()
+    for i, path in enumerate(paths):
+        if not path.resolve().is_relative_to(root):
+            raise TranscriptError(f"{rows.path}, line {rows.lines[i]}: {column!r} names {path}, outside --csv-dir "
+                                  f"{csv_dir} (paths are relative to it, never absolute, through '..' or through a "
+                                  f"link that leads out); pass {OUTSIDE_FLAG} to read files elsewhere")
+
+
+def _check_clip_names(paths: list[Path], clips: Path, rows: SplitRows) -> None:
+    """Refuse a MELD clip name that leaves ``clips`` (a Dialogue_ID or Utterance_ID holding a '/'); the
+    clip itself may be a link to anywhere, as the folder is the user's."""
+    for i, path in enumerate(paths):
+        if path.parent != clips:
+            raise TranscriptError(f"{rows.path}, line {rows.lines[i]}: its Dialogue_ID and Utterance_ID give the clip "
+                                  f"{path}, outside --audio-dir's {clips}")
 
 
 def audio_paths(rows: SplitRows, layout: Layout, audio_column: str | None, clips: Path | None, *, base: Path,
@@ -197,18 +234,33 @@ def audio_paths(rows: SplitRows, layout: Layout, audio_column: str | None, clips
     return [clips / f"dia{d}_utt{u}.wav" for d, u in zip(ids["Dialogue_ID"], ids["Utterance_ID"])]
 
 
+def open_regular_file(path: Path, what: str = "audio file", error: type[ValueError] = AudioError):
+    """``path`` opened for binary reading, refused unless it is a regular file: a device never ends
+    (/dev/zero) and a FIFO blocks. Checked on the opened descriptor, so nothing swaps the file in between."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
+    except FileNotFoundError:
+        raise error(f"missing {what} {path}") from None
+    except OSError as problem:
+        raise error(f"unreadable {what} {path} ({problem.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{what} {path} is not a regular file (a device, FIFO, socket or folder); name a file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """The file's samples (mono float32) and rate; wav and flac directly, others through ffmpeg."""
-    if not path.is_file():
-        raise AudioError(f"missing audio file {path}")
-    if path.suffix.lower() not in DIRECT_SUFFIXES:
-        return _read_with_ffmpeg(path)
-    import soundfile
+    with open_regular_file(path) as handle:
+        if path.suffix.lower() not in DIRECT_SUFFIXES:
+            return _read_with_ffmpeg(path)
+        import soundfile
 
-    try:
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.SoundFileError) as error:
-        raise AudioError(f"unreadable audio file {path} ({error})") from None
+        try:
+            samples, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+        except (RuntimeError, soundfile.SoundFileError) as error:
+            raise AudioError(f"unreadable audio file {path} ({error})") from None
     return samples.mean(axis=1), rate
 
 
@@ -227,13 +279,19 @@ def _read_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _problem(samples: np.ndarray, rate: int, path: Path) -> str | None:
-    """Why the audio cannot give features (too short, silent), or None; a too low rate is an error."""
+    """Why the audio cannot give features (too short, non-finite, absurdly loud, silent), or None; a too
+    low rate is an error."""
     if rate < MIN_SAMPLE_RATE:
         raise AudioError(f"{path}: sample rate {rate} Hz, under the {MIN_SAMPLE_RATE} Hz the features need")
     seconds = len(samples) / rate
     if seconds < MIN_SECONDS:
         return f"too short ({seconds:.3f} s < {MIN_SECONDS} s)"
+    finite = np.isfinite(samples)
+    if not finite.all():
+        return f"non-finite samples ({np.count_nonzero(~finite)} of {len(samples)} NaN or infinite)"
     peak = float(np.abs(samples).max())
+    if peak > MAX_PEAK:
+        return f"absurd amplitude (peak {peak:.1e} > {MAX_PEAK:.0e})"
     if peak < SILENCE_PEAK:
         return f"silent (peak {peak:.1e} < {SILENCE_PEAK:.0e})"
     return None
@@ -260,7 +318,7 @@ def extract_audio_features(utterances: list[Utterance], feature_set: str, cache_
     keys = {u.audio: cache_key(u.audio, feature_set) for u in utterances}
     todo = [path for path, key in keys.items() if not cached_file(cache_dir, key).is_file()]
     reasons = dict(zip(todo, _run_extraction(todo, [keys[p] for p in todo], feature_set, cache_dir, workers)))
-    features = {path: _read_cached(cached_file(cache_dir, key), FEATURE_SETS[feature_set])
+    features = {path: _read_cached(cache_dir, key, FEATURE_SETS[feature_set])
                 for path, key in keys.items() if reasons.get(path) is None}
     skipped = [Skipped(**asdict(u), reason=reasons[u.audio]) for u in utterances if reasons.get(u.audio) is not None]
     return features, skipped
@@ -269,14 +327,12 @@ def extract_audio_features(utterances: list[Utterance], feature_set: str, cache_
 def cache_key(path: Path, feature_set: str) -> str:
     """The file's content and the feature set: a moved or renamed file keeps its key, an edited one does not."""
     digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
+    with open_regular_file(path) as f:
+        try:
             while chunk := f.read(1 << 22):
                 digest.update(chunk)
-    except FileNotFoundError:
-        raise AudioError(f"missing audio file {path}") from None
-    except OSError as error:
-        raise AudioError(f"unreadable audio file {path} ({error.strerror})") from None
+        except OSError as error:
+            raise AudioError(f"unreadable audio file {path} ({error.strerror})") from None
     identity = f"{digest.hexdigest()}|{feature_set}|{_version('opensmile')}|{SAMPLE_RATE}|{CACHE_VERSION}"
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
@@ -319,7 +375,7 @@ def extract_one(path: Path, key: str, feature_set: str, cache_dir: Path) -> str 
     if not np.isfinite(vector).all():
         return "openSMILE gave non-finite features"
     with atomic_open(cached_file(cache_dir, key)) as handle:
-        np.savez(handle, features=vector, sha256=np.array(_digest(vector)))
+        np.savez(handle, features=vector, key=np.array(key), sha256=np.array(_digest(key, vector)))
     return None
 
 
@@ -327,21 +383,50 @@ def cached_file(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"{key}.npz"
 
 
-def _digest(vector: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(vector).tobytes()).hexdigest()
+def _digest(key: str, vector: np.ndarray) -> str:
+    """The checksum of a cache entry: its key (what it is for) and its vector."""
+    return hashlib.sha256(key.encode() + np.ascontiguousarray(vector).tobytes()).hexdigest()
 
 
-def _read_cached(path: Path, dim: int) -> np.ndarray:
-    """A cached feature vector, checked against the checksum written with it."""
+def _read_cached(cache_dir: Path, key: str, dim: int) -> np.ndarray:
+    """The feature vector cached under ``key``, checked against the key and checksum written with it."""
+    path = cached_file(cache_dir, key)
     advice = "delete it and build again (only that file is extracted again)"
+    members = {"features": ((dim,), np.dtype(np.float32)), "key": ((), np.dtype("<U32")),
+               "sha256": ((), np.dtype("<U64"))}
     try:
-        with np.load(path, allow_pickle=False) as saved:
-            vector, digest = saved["features"], str(saved["sha256"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        with zipfile.ZipFile(path) as archive:
+            saved = {name: _bounded_member(archive, f"{name}.npy", *kind) for name, kind in members.items()}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise AudioError(f"damaged feature cache file {path} ({error}); {advice}") from None
-    if vector.shape != (dim,) or digest != _digest(vector):
+    vector, stored_key, digest = saved["features"], str(saved["key"]), str(saved["sha256"])
+    if stored_key != key:
+        raise AudioError(f"feature cache file {path} holds the features of another file or feature set (its record "
+                         f"says key {stored_key}, renamed or swapped with another entry); {advice}")
+    if digest != _digest(key, vector):
         raise AudioError(f"feature cache file {path} differs from the checksum written with it; {advice}")
     return vector
+
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _bounded_member(archive: zipfile.ZipFile, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Member ``name`` of an .npz archive, which must hold an array of ``shape`` and ``dtype``: its size
+    and its .npy header are checked before anything is decompressed beyond the header."""
+    info = archive.getinfo(name)
+    most = NPY_HEADER_BYTES + int(np.prod(shape)) * dtype.itemsize
+    if info.file_size > most:
+        raise ValueError(f"{name} unpacks to {info.file_size} bytes, more than the {most} of a {dtype}{list(shape)}")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in _NPY_HEADER_READERS:
+            raise ValueError(f"{name}: .npy format {version} is not one numpy.savez writes")
+        found_shape, _, found_dtype = _NPY_HEADER_READERS[version](member)
+        if (found_shape, found_dtype) != (shape, dtype):
+            raise ValueError(f"{name} holds {found_dtype}{list(found_shape)}, not {dtype}{list(shape)}")
+    with archive.open(info) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
 
 
 _SMILES: dict = {}  # one openSMILE extractor per feature set and process
@@ -417,15 +502,18 @@ def load_sentence_model(folder: Path):
 
 
 def _visual_features(csv_dir: Path, layout: Layout, paths: dict[str, Path], rows: dict[str, SplitRows],
-                     column: str, max_field_chars: int) -> dict[str, np.ndarray]:
+                     column: str, max_field_chars: int, outside_allowed: bool) -> dict[str, np.ndarray]:
     """Each kept row's vector from the ``.npy`` file its ``column`` names (relative to ``csv_dir``)."""
     vectors: dict[str, dict[int, np.ndarray]] = {}
     dim = None
     for split, r in rows.items():
         names = read_columns(paths[split], layout, (column,), max_field_chars=max_field_chars)[column]
+        files = [csv_dir / name for name in names]
+        if not outside_allowed:
+            check_inside(files, csv_dir, r, column)
         vectors[split] = {}
         for i in r.order.tolist():
-            vectors[split][i] = vector = visual_vector(csv_dir / names[i], dim)
+            vectors[split][i] = vector = visual_vector(files[i], dim)
             dim = len(vector)
     return {split: _in_file_order(vectors[split], len(r.texts), dim) for split, r in rows.items()}
 
@@ -440,7 +528,8 @@ def _in_file_order(vectors: dict[int, np.ndarray], count: int, dim: int) -> np.n
 
 def visual_vector(path: Path, dim: int | None) -> np.ndarray:
     try:
-        x = np.load(path, allow_pickle=False)
+        with open_regular_file(path, "visual features file", ValueError) as handle:
+            x = np.load(handle, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise ValueError(f"visual features {path}: cannot read ({error})") from None
     x = np.squeeze(x)
@@ -520,7 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where extracted audio features are cached (default: OUT.features beside --out)")
     group.add_argument("--workers", type=int, help="extraction processes (default: every core)")
     group.add_argument("--skip-bad-audio", action="store_true",
-                       help="drop utterances whose audio is silent or too short (listed) instead of stopping")
+                       help="drop utterances whose audio is silent, too short, non-finite (NaN, inf) or of absurd "
+                       f"amplitude (peak over {MAX_PEAK:g}) (listed) instead of stopping")
+    group.add_argument(OUTSIDE_FLAG, action="store_true",
+                       help="let --audio-column and --visual-column name files anywhere (absolute paths, '..', links "
+                       "that lead out); by default each must lie inside --csv-dir")
     return parser
 
 
@@ -535,7 +628,7 @@ def main(argv=None) -> Built:
         visual_column=args.visual_column, audio_features=args.audio_features, text_model=args.text_model,
         embeddings=args.embeddings, text_dim=args.text_dim, feature_cache=args.feature_cache or f"{out}.features",
         workers=args.workers, skip_bad_audio=args.skip_bad_audio, seed=args.seed, max_field_chars=args.max_field_chars,
-        max_dialogue_length=args.max_dialogue_length,
+        max_dialogue_length=args.max_dialogue_length, paths_outside_csv_dir=args.allow_paths_outside_csv_dir,
     )
     write_cache(built.corpus, out, source=built.source, featuriser=built.featuriser)
     for s in built.skipped:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import multiprocessing
 import os
 import socket
@@ -47,9 +48,11 @@ def add_study_flags(parser: argparse.ArgumentParser, *, default_out: str, defaul
     parser.add_argument("--out", default=default_out,
                         help=f"folder of the trials' runs, the results and the default study database (default: {default_out})")
     parser.add_argument("--storage", help="SQLAlchemy URL of the study's database; every machine that names the same one "
-                        "shares the work (default: sqlite:///OUT/study.db)")
+                        "shares the work; a SQLite file's folder must exist (default: sqlite:///OUT/study.db)")
     parser.add_argument("--study-name", default=default_study,
-                        help=f"the study's name in the storage; one storage can hold several (default: {default_study})")
+                        help=f"the study's name in the storage; one storage can hold several; a study records its "
+                        "trainer flags and trial settings and refuses a launch with others (default: "
+                        f"{default_study})")
     parser.add_argument("--workers", type=_at_least_one, default=1,
                         help="parallel training processes on this machine (default: 1)")
     parser.add_argument("--keep-weights", action="store_true",
@@ -71,6 +74,14 @@ def storage_url(args: argparse.Namespace) -> str:
     return args.storage or f"sqlite:///{Path(args.out) / 'study.db'}"
 
 
+def new_or_existing_storage_url(args: argparse.Namespace) -> str:
+    """:func:`storage_url`, with ``--out`` made when the study's database is its default one there
+    (an explicit SQLite ``--storage`` must name an existing folder: see :func:`open_storage`)."""
+    if args.storage is None:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    return storage_url(args)
+
+
 def open_storage(url: str):
     """The RDB storage at ``url``, with heartbeats so that a trial whose process died is marked failed.
 
@@ -83,8 +94,9 @@ def open_storage(url: str):
     sqlite = url.startswith("sqlite")
     with _storage_errors(url):
         database = _sqlite_file(url)
-        if database is not None:
-            database.parent.mkdir(parents=True, exist_ok=True)
+        if database is not None and not database.parent.is_dir():
+            raise StudyStorageError(f"study storage {url}: its folder {database.parent} does not exist (no folder is "
+                                    "made for it); create it, or choose another --storage")
         with _creation_lock(database), warnings.catch_warnings():
             if database is not None:
                 _check_study_database(database)
@@ -164,23 +176,31 @@ def _begin_immediate(engine) -> None:
     engine.dispose()  # connections opened before the listeners existed
 
 
-_SETTING_NAMES = {"trainer_flags": "trainer flags", "full": "full model's modalities"}
+_SETTING_NAMES = {"trainer_flags": "trainer flags", "full": "full model's modalities",
+                  "sampler_seed": "--sampler-seed", "prune_after": "--prune-after", "warmup_epochs": "--warmup-epochs",
+                  "search_space": "search space"}
+EXTEND_FLAG = "--extend-study"
 
 
-def start_study(storage, name: str, trainer_flags: list[str], **settings):
-    """Create the study ``name`` or join it; a study records the trainer flags (and the other
-    ``settings``) it was started with and refuses others, so every trial of it trains the same way.
-    Trials left running by dead workers are marked failed, so that their work is taken up again."""
+def start_study(storage, name: str, trainer_flags: list[str], *, extendable: tuple[str, ...] = (),
+                extend: bool = False, **settings):
+    """Create the study ``name`` or join it; a study records the trainer flags and the other
+    ``settings`` (JSON values) it was started with and refuses others, naming the first difference,
+    so that every trial of it trains the same way and another study's database is never merged into
+    it. The settings named in ``extendable`` are lists compared as sets; with ``extend`` they grow
+    instead (the study records the union). Trials left running by dead workers are marked failed, so
+    that their work is taken up again."""
     optuna = require_optuna()
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
-    for key, value in dict(settings, trainer_flags=trainer_flags).items():
+    for key, value in dict(trainer_flags=trainer_flags, **settings).items():
         recorded = study.user_attrs.get(key)
-        if recorded is None:
+        if recorded is None:  # a new study, or one started before this setting was recorded
             study.set_user_attr(key, value)
-        elif not (same_trainer_recipe(recorded, value) if key == "trainer_flags" else recorded == value):
-            shown = " ".join(recorded) if key == "trainer_flags" else recorded
-            raise SystemExit(f"error: study {name!r} was started with the {_SETTING_NAMES.get(key, key)} "
-                             f"{shown or '(none)'}; give those, or choose another --study-name or --out")
+        elif key in extendable and extend:
+            if not set(value) <= set(recorded):
+                study.set_user_attr(key, _union_in_order(recorded, value))
+        elif not _same_setting(key, recorded, value, extendable):
+            raise SystemExit(_other_setting_message(name, key, recorded, value, key in extendable))
     orphaned = fail_orphaned_trials(study)
     if orphaned:
         print(f"trial(s) {', '.join(map(str, orphaned))}: their worker on this host is gone; marked failed")
@@ -188,6 +208,31 @@ def start_study(storage, name: str, trainer_flags: list[str], **settings):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # the dead workers of other hosts, once their heartbeat is stale
     return study
+
+
+def _union_in_order(recorded: list, given: list) -> list:
+    """The values of ``recorded``, then those of ``given`` it lacks."""
+    return list(dict.fromkeys([*recorded, *given]))
+
+
+def _same_setting(key: str, recorded, given, extendable: tuple[str, ...]) -> bool:
+    if key == "trainer_flags":
+        return same_trainer_recipe(recorded, given)
+    if key in extendable:
+        return set(recorded) == set(given)
+    return recorded == given
+
+
+def _other_setting_message(name: str, key: str, recorded, given, extendable: bool) -> str:
+    """The one error line for a study started with ``recorded`` for setting ``key``, asked for ``given``."""
+    def shown(value) -> str:
+        if isinstance(value, list):
+            return " ".join(map(str, value)) or "(none)"
+        return value if isinstance(value, str) else json.dumps(value)
+
+    extend = f", pass {EXTEND_FLAG} to add yours to its cells" if extendable else ""
+    return (f"error: study {name!r} was started with the {_SETTING_NAMES.get(key, key)} {shown(recorded)}, not "
+            f"{shown(given)}; give those{extend}, or choose another --study-name or --out")
 
 
 def claimed(objective: Callable):
