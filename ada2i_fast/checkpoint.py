@@ -9,6 +9,7 @@ import torch
 
 from .config import Ada2IConfig, TrainConfig
 from .model import Ada2I
+from .model_size import check_model_fits
 from .pretrained import is_pretrained_folder, load_pretrained, with_class_names
 from .run_folder import MODEL_FOLDER
 from .run_state import FORMAT as RUN_STATE_FORMAT
@@ -65,6 +66,7 @@ def _model_of(config: dict, state: dict, path) -> Ada2I:
         config = Ada2IConfig.from_dict(config)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: invalid model config: {error}") from None
+    check_model_fits(config, str(path))
     with torch.device("meta"):  # the shapes the config implies, before allocating anything
         model = Ada2I(config)
     skeleton = model.state_dict()

@@ -15,11 +15,11 @@ The best dev epoch is starred on every curve. ``--out`` defaults to the run fold
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
 from .cli import user_errors_as_one_line
+from .json_files import read_json_object
 from .plots import FORMATS, RunCurves, modalities_of, plot_balance, plot_confusion, plot_dev_f1
 from .run_folder import read_records
 
@@ -88,15 +88,29 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict]:
     history = read_records(metrics)
     if not history:
         raise ValueError(f"{metrics}: no epoch records")
-    summary = _json(summary_path.read_text(), str(summary_path))
-    if not isinstance(summary, dict):
-        raise ValueError(f"{summary_path}: not a JSON object")
+    summary = read_json_object(summary_path)
     missing = [key for key in ("best_epoch", "classes", "test") if key not in summary]
-    if "test" in summary and "confusion_matrix" not in summary["test"]:
+    if isinstance(summary.get("test"), dict) and "confusion_matrix" not in summary["test"]:
         missing.append("test.confusion_matrix")
     if missing:
         raise ValueError(f"{summary_path}: lacks {', '.join(missing)} (written by an older ada2i_fast?)")
+    _check_types(summary, SUMMARY_TYPES, summary_path)
+    _check_types(summary["test"], TEST_TYPES, summary_path, "test.")
     return history, summary
+
+
+NUMBER_OR_NULL = (int, float, type(None))
+# What the readers of summary.json (report, analyze) take from it, and of which JSON type.
+SUMMARY_TYPES = {"best_epoch": int, "classes": list, "test": dict, "best_dev_weighted_f1": NUMBER_OR_NULL,
+                 "config": dict, "train_config": dict, "epochs_run": int}
+TEST_TYPES = {"confusion_matrix": list, "weighted_f1": NUMBER_OR_NULL, "accuracy": NUMBER_OR_NULL,
+              "unimodal_weighted_f1": dict}
+
+
+def _check_types(values: dict, types: dict, path: Path, prefix: str = "") -> None:
+    for key, kind in types.items():
+        if key in values and (not isinstance(values[key], kind) or isinstance(values[key], bool)):
+            raise ValueError(f"{path}: {prefix}{key} has the wrong type ({values[key]!r:.60}); the file is damaged")
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
@@ -133,13 +147,6 @@ def _score(value) -> str:
 
 def file_safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-")
-
-
-def _json(text: str, where: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not JSON ({error})") from None
 
 
 if __name__ == "__main__":

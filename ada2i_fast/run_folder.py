@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .atomic import atomic_open, strict_json, write_json_atomic
 from .data import Corpus
+from .json_files import read_json, read_json_lines, read_json_object
 
 RUN_FILES = ("run.json", "metrics.jsonl", "steps.jsonl", "best.pt", "last.pt", "model", "summary.json", "training.png",
              "tensorboard")
@@ -105,10 +106,9 @@ def what_can_be_done(out: Path) -> str:
 def _json_object(path: Path) -> dict:
     """The JSON object in ``path``; an empty dict for a damaged file."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_json_object(path)
+    except ValueError:
         return {}
-    return value if isinstance(value, dict) else {}
 
 
 def remove(path: Path) -> None:
@@ -140,9 +140,9 @@ def read_run_identity(out: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        identity = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: damaged ({error}); the folder's run cannot be identified") from None
+        identity = read_json(path)
+    except ValueError as error:
+        raise ValueError(f"{error}; the folder's run cannot be identified") from None
     if not isinstance(identity, dict) or not isinstance(identity.get("run_id"), str):
         raise ValueError(f"{path}: damaged (no run_id); the folder's run cannot be identified")
     return identity
@@ -200,14 +200,7 @@ def read_records(path: Path) -> list[dict]:
     """The JSON objects of a ``.jsonl`` file of a run, each with an integer ``epoch``, or a ``ValueError``
     naming the file and line."""
     records = []
-    lines = path.read_text().splitlines() if path.exists() else []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {n}: not JSON ({error})") from None
+    for n, record in read_json_lines(path) if path.exists() else []:
         if not isinstance(record, dict) or not isinstance(record.get("epoch"), int) or record["epoch"] < 1:
             raise ValueError(f"{path}, line {n}: not an epoch record (an object with a positive integer 'epoch')")
         records.append(record)

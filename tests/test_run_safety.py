@@ -8,11 +8,12 @@ import multiprocessing
 import os
 import shutil
 import signal
+import time
 
 import pytest
 import torch
 
-from ada2i_fast import evaluate, predict, train, trainer
+from ada2i_fast import evaluate, predict, pretrained, report, train, trainer
 from ada2i_fast import torch_file
 from ada2i_fast.run_folder import RunLock, read_history
 from ada2i_fast.step import train_step
@@ -247,3 +248,112 @@ def test_evaluate_takes_last_pt_and_a_run_folder_and_says_which_weights(finished
     assert "the current weights after 2 epoch(s), not the best-dev state" in capsys.readouterr().out
     evaluate.main(["--checkpoint", str(finished)])
     assert f"model: {finished / 'model'}: the best-dev model (epoch" in capsys.readouterr().out
+
+
+# --- 8. model folders and run files as hostile as the checkpoints (issue 29) ---------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+SECONDS = 10.0  # a refusal is immediate; building what a bad config asks for would take minutes or memory
+
+
+def _model_copy(finished, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(finished / "model", folder)
+    return folder
+
+
+def _edit_config_text(folder, edit):
+    path = folder / "config.json"
+    path.write_text(edit(json.loads(path.read_text())))
+
+
+def _refused_quickly(argv, message):
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match=message) as refused:
+        evaluate.main(argv)
+    assert "\n" not in str(refused.value) and time.perf_counter() - start < SECONDS
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("beta", float("nan"), r"not JSON \(NaN is not a JSON number\)"),
+    ("beta", float("inf"), r"not JSON \(Infinity is not a JSON number\)"),
+    ("beta", 1e308, r"beta must be a finite number in \[-1e\+06, 1e\+06\], got 1e\+308"),
+    ("beta", "abc", r"beta must be a finite number .* got 'abc'"),
+    ("lambda_modal", float("nan"), r"not JSON \(NaN is not a JSON number\)"),
+    ("modalities", ["a", "t", "v"], r"modalities must be a non-empty string of letters from 'atv', got \['a'"),
+    ("mmcosine", "no", r"mmcosine must be true or false, got 'no'"),
+    ("encoder_nlayers", 10_000_000, r"encoder_nlayers must be an int in \[1, 1000\], got 10000000"),
+    ("mmt_nlayers", 10_000_000, r"mmt_nlayers must be an int in \[0, 1000\], got 10000000"),
+    ("hidden", 10**9, r"this model \(.* weights: hidden 1000000000, .*\) needs about .* available"),
+    ("rank", 10**9, r"this model \(.* weights: .*rank 1000000000, .*\) needs about .* available"),
+    ("input_dims", [1, 2, 3], r"input_dims must map each modality to its feature dim, got \[1, 2, 3\]"),
+    ("input_dims", {"a": True}, r"input_dims\['a'\] must be an int >= 1, got True"),
+])
+def test_a_bad_value_in_config_json_is_one_line_before_anything_is_built(finished, tmp_path, field, value, message):
+    folder = _model_copy(finished, tmp_path)
+    _edit_config_text(folder, lambda c: json.dumps({**c, "ada2i_config": {**c["ada2i_config"], field: value}}))
+    _refused_quickly(["--checkpoint", str(folder)], rf"^error: .*config\.json: .*{message}")
+    with pytest.raises(SystemExit, match=message):
+        predict.main(["--checkpoint", str(folder), "--out", str(tmp_path / "p.jsonl")])
+
+
+def test_a_100k_deep_config_json_is_one_line(finished, tmp_path):
+    folder = _model_copy(finished, tmp_path)
+    _edit_config_text(folder, lambda c: json.dumps(c)[:-1] + f', "deep": {DEEP}}}')
+    _refused_quickly(["--checkpoint", str(folder)], r"^error: .*config\.json: nested deeper than 32 levels")
+
+
+def _with_header_checksums(folder, checksums: str) -> None:
+    """model.safetensors rewritten with ``checksums`` as its header's checksum field, and config.json
+    naming the new file (as a writer would)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    save_file(state, folder / "model.safetensors", metadata={pretrained._CHECKSUMS: checksums})
+    _edit_config_text(folder, lambda c: json.dumps({**c, "weights_checksum": pretrained._weights_checksum(checksums)}))
+
+
+@pytest.mark.parametrize("checksums, message", [
+    ("[1, 2]", r"expected a JSON object, found an array"),
+    ("null", r"expected a JSON object, found null"),
+    ('{"head.fc_out.bias": 7}', r"'head\.fc_out\.bias' should be a string, found a number"),
+    (DEEP, r"nested deeper than 32 levels"),
+])
+def test_a_damaged_checksum_field_of_the_safetensors_header_is_one_line(finished, tmp_path, checksums, message):
+    folder = _model_copy(finished, tmp_path)
+    _with_header_checksums(folder, checksums)
+    _refused_quickly(["--checkpoint", str(folder)],
+                     rf"^error: .*model\.safetensors: the header's 'ada2i_checksums': {message}")
+
+
+def _resumable_copy(finished, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    return out
+
+
+@pytest.mark.parametrize("file", ["run.json", "metrics.jsonl"])
+def test_a_100k_deep_run_file_is_one_line_on_resume(finished, tmp_path, file):
+    out = _resumable_copy(finished, tmp_path)
+    (out / file).write_text(DEEP + "\n")
+    with pytest.raises(SystemExit, match=rf"^error: .*{file}(, line 1)?: nested deeper than 32 levels"):
+        train.main(["--resume", str(out), "--epochs", "3", "--quiet"])
+
+
+def test_a_non_utf8_metrics_jsonl_is_named(finished, tmp_path):
+    out = _resumable_copy(finished, tmp_path)
+    (out / "metrics.jsonl").write_bytes(b'{"epoch": 1}\n\xff\xfe\n')
+    with pytest.raises(SystemExit, match=rf"^error: {out / 'metrics.jsonl'}: not UTF-8 text"):
+        train.main(["--resume", str(out), "--epochs", "3", "--quiet"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (DEEP, r"nested deeper than 32 levels"),
+    ('{"best_epoch": 1, "classes": [], "test": 3}', r"test has the wrong type \(3\)"),
+    ('{"best_epoch": "1", "classes": [], "test": {"confusion_matrix": []}}', r"best_epoch has the wrong type"),
+])
+def test_a_damaged_summary_json_is_one_line_in_report(finished, tmp_path, content, message):
+    out = _resumable_copy(finished, tmp_path)
+    (out / "summary.json").write_text(content)
+    with pytest.raises(SystemExit, match=rf"^error: .*summary\.json: {message}"):
+        report.main([str(out), "--out", str(tmp_path / "report")])
