@@ -38,4 +38,4 @@ def check_model_fits(config: Ada2IConfig, where: str | None = None) -> None:
             f"ffn_dim {config.ffn_dim}, {config.encoder_nlayers} encoder and {config.mmt_nlayers} AFW layer(s))",
             "check the config's sizes")
     except ValueError as error:
-        raise ValueError(f"{where}: {error}" if where else str(error)) from None
+        raise type(error)(f"{where}: {error}" if where else str(error)) from None
