@@ -3,6 +3,7 @@ exhaust the machine: long CSV fields, endless dialogues, synthetic corpora and t
 larger than the available memory."""
 
 import csv
+import re
 
 import pytest
 
@@ -107,7 +108,8 @@ def test_the_weights_a_config_asks_for_are_counted_exactly_before_building(overr
 def test_a_model_larger_than_the_available_memory_is_refused_naming_the_estimate(tmp_path, monkeypatch):
     config = tiny_config(hidden=64)
     _fake_meminfo(monkeypatch, tmp_path, f"MemAvailable:  {4 * model_parameters(config) // 1024 - 1} kB\n")
-    with pytest.raises(CorpusTooLarge, match=rf"^this model \({model_parameters(config):.3g} weights: hidden 64, "
+    count = re.escape(f"{model_parameters(config):.3g}")
+    with pytest.raises(CorpusTooLarge, match=rf"^this model \({count} weights: hidden 64, "
                                              r"rank 3, ffn_dim 24, 2 encoder and 2 AFW layer\(s\)\) needs about "
                                              r"[\d.]+ [kM]B; this machine has [\d.]+ [kM]B available"):
         Ada2I(config)
