@@ -2,10 +2,12 @@
 carry checksums and their run's id, a resume that takes only its own run's files, and one error line
 for every damaged file or unusable path."""
 
+import contextlib
 import io
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import signal
 import time
@@ -13,11 +15,13 @@ import time
 import pytest
 import torch
 
-from ada2i_fast import evaluate, predict, pretrained, report, train, trainer
+from ada2i_fast import Ada2I, evaluate, predict, pretrained, report, train, trainer
 from ada2i_fast import torch_file
+from ada2i_fast.checkpoint import load_any_checkpoint
 from ada2i_fast.run_folder import RunLock, read_history
 from ada2i_fast.step import train_step
 from ada2i_fast.torch_file import CHECKSUMS, write_checkpoint
+from conftest import tiny_config
 
 TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",
         "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]
@@ -357,3 +361,130 @@ def test_a_damaged_summary_json_is_one_line_in_report(finished, tmp_path, conten
     (out / "summary.json").write_text(content)
     with pytest.raises(SystemExit, match=rf"^error: .*summary\.json: {message}"):
         report.main([str(out), "--out", str(tmp_path / "report")])
+
+
+# --- 9. model/ written as one unit (issue 29) ------------------------------------------------------
+
+class _Featuriser:
+    """What save_pretrained asks of a featuriser: ``save(folder)`` writing featuriser.json, returning its checksum."""
+
+    def __init__(self, checksum):
+        self.checksum = checksum
+
+    def save(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "featuriser.json").write_text(json.dumps({"checksum": self.checksum}))
+        return self.checksum
+
+
+def _model(seed):
+    torch.manual_seed(seed)
+    return Ada2I(tiny_config())
+
+
+def test_a_model_folder_holding_files_of_two_saves_is_refused(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _model(1).save_pretrained(first, metadata={"epoch": 1}, featuriser=_Featuriser("f1"))
+    _model(2).save_pretrained(second, metadata={"epoch": 2})
+    Ada2I.from_pretrained(first)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(first, mixed)
+    shutil.copy(second / "model.safetensors", mixed / "model.safetensors")
+    with pytest.raises(ValueError, match=rf"^{mixed}: model\.safetensors is not the weights config\.json was saved "
+                                         r"with \(a save was cut short, or files of two saves were put together\)"):
+        Ada2I.from_pretrained(mixed)
+    shutil.rmtree(first / "featuriser")
+    with pytest.raises(ValueError, match=r"featuriser/ is missing config\.json was saved with"):
+        Ada2I.from_pretrained(first)
+    _Featuriser("f2").save(first / "featuriser")
+    with pytest.raises(ValueError, match=r"featuriser/ is not the featuriser config\.json was saved with"):
+        Ada2I.from_pretrained(first)
+
+
+def _in_a_child(work, kill_after: float | None = None, once_replaced=None) -> None:
+    """Run ``work()`` in a forked child (one thread) and wait for it, or SIGKILL it ``kill_after``
+    seconds after it starts (after the file ``once_replaced`` is replaced, when given)."""
+    inode = once_replaced.stat().st_ino if once_replaced is not None else None
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            torch.set_num_threads(1)
+            work()
+        finally:
+            os._exit(0)
+    while inode is not None and once_replaced.stat().st_ino == inode and not os.waitpid(pid, os.WNOHANG)[0]:
+        time.sleep(0.0001)
+    if kill_after is not None:
+        time.sleep(kill_after)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _same_weights(model, state) -> bool:
+    return all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
+
+
+def _loads_what_it_says_or_is_refused(path, by_epoch) -> str:
+    """``path`` loads as the model of the epoch its metadata names (one of ``by_epoch``), or is refused."""
+    try:
+        model, metadata = load_any_checkpoint(path)
+    except ValueError as error:
+        assert "\n" not in str(error)
+        return "refused"
+    assert _same_weights(model, by_epoch[metadata["epoch"]]), metadata["weights"]
+    return f"epoch {metadata['epoch']}"
+
+
+def test_a_kill_during_save_pretrained_leaves_the_old_model_or_the_new_one(tmp_path):
+    folder, rng = tmp_path / "model", random.Random(0)
+    models = {1: _model(1), 2: _model(2)}
+    by_epoch = {epoch: model.state_dict() for epoch, model in models.items()}
+    start = time.perf_counter()
+    models[1].save_pretrained(folder, metadata={"epoch": 1})
+    models[2].save_pretrained(folder, metadata={"epoch": 2})
+    two_saves = time.perf_counter() - start
+
+    def save_alternately():
+        while True:
+            for epoch, model in models.items():
+                model.save_pretrained(folder, metadata={"epoch": epoch})
+
+    seen = {_loads_what_it_says_or_is_refused(folder, by_epoch)}
+    for _ in range(40):
+        _in_a_child(save_alternately, kill_after=rng.uniform(0, 3 * two_saves))
+        seen.add(_loads_what_it_says_or_is_refused(folder, by_epoch))
+    assert {"epoch 1", "epoch 2"} <= seen
+
+
+def test_a_kill_during_a_resume_extension_leaves_a_model_evaluate_names_truly(finished, tmp_path):
+    def extend(out):
+        return lambda: train.main(["--resume", str(out), "--epochs", "3", "--quiet"])
+
+    reference = tmp_path / "reference"
+    shutil.copytree(finished, reference)
+    before, _ = load_any_checkpoint(reference)
+    start = time.perf_counter()
+    _in_a_child(extend(reference))  # as the killed runs train: one thread
+    seconds = time.perf_counter() - start
+    after, metadata = load_any_checkpoint(reference)
+    by_epoch = {json.loads((finished / "model" / "config.json").read_text())["metadata"]["epoch"]: before.state_dict(),
+                metadata["epoch"]: after.state_dict()}
+    rng, seen = random.Random(1), []
+    for n in range(7):
+        out = tmp_path / f"run-{n}"
+        shutil.copytree(finished, out)
+        if n < 2:  # anywhere in the extension
+            _in_a_child(extend(out), kill_after=rng.uniform(0, seconds))
+        else:  # in the final save: its new weights are in place, its config may not be
+            _in_a_child(extend(out), kill_after=rng.uniform(0, 0.002), once_replaced=out / "model" / "model.safetensors")
+        seen.append(_loads_what_it_says_or_is_refused(out, by_epoch))
+        if seen[-1] == "refused" and seen.count("refused") == 1:  # --resume finishes the save (the refusal says so)
+            with pytest.raises(SystemExit, match=rf"model\.safetensors is not the weights .*; train --resume {out} "
+                                                 "writes it again"):
+                evaluate.main(["--checkpoint", str(out)])
+            train.main(["--resume", str(out), "--quiet"])
+            assert _loads_what_it_says_or_is_refused(out, by_epoch) == f"epoch {metadata['epoch']}"
+        shutil.rmtree(out)
+    assert "refused" in seen and set(seen) - {"refused"}, seen
