@@ -90,6 +90,8 @@ class SweepRuns:
                 history, summary_data = read_run(run_dir)
                 seed, variant = int(match.group(1)), run_dir.parent.name
                 self.runs.setdefault(variant, {})[seed] = Run(variant, seed, run_dir, history, summary_data)
+        self.unfinished = [str(d.relative_to(root)) for d in sorted(root.glob("*/seed-*"))
+                           if re.fullmatch(r"seed-\d+", d.name) and d.is_dir() and not (d / "summary.json").is_file()]
         subsets = [v for v in self.runs if set(v) <= set(ORDER)]
         if not subsets:
             raise ValueError(f"{root}: no finished run of a modality subset (VARIANT/seed-N/summary.json)")
@@ -225,6 +227,9 @@ def gaps(runs: SweepRuns) -> dict:
             gap_test=mean_std(f.summary["test"]["weighted_f1"] - v.summary["test"]["weighted_f1"] for f, v in pairs),
             gap_dev=mean_std(f.summary["best_dev_weighted_f1"] - v.summary["best_dev_weighted_f1"] for f, v in pairs),
         ))
+    if not rows:
+        raise NotAvailable(f"gaps: no finished run of a pair or single modality to compare the full model "
+                           f"({runs.full}) with")
     rows.sort(key=lambda row: (-len(row["variant"]), ORDER.index(row["variant"][0])))
     full = mean_std(r.summary["test"]["weighted_f1"] for r in runs.variant("full").values())
     lines = [f"Full model ({runs.full}) test {pm(full)}. Gap: full − variant, paired by seed (positive: the full "
@@ -447,6 +452,8 @@ def main(argv=None) -> None:
     writes every analysis it can and lists the others with the reason (an error when none could run)."""
     args = build_parser().parse_args(argv)
     runs = SweepRuns(args.sweep_runs)
+    if runs.unfinished:
+        print(f"left out, unfinished (no summary.json yet): {', '.join(runs.unfinished)}")
     out = args.out or args.sweep_runs / "analysis"
     name = args.name or args.sweep_runs.parent.name
     out.mkdir(parents=True, exist_ok=True)

@@ -173,19 +173,38 @@ def test_a_checkpoint_asking_for_a_huge_synthetic_corpus_is_one_error_line(finis
 
 # --- 7. one error line, never a traceback ------------------------------------------------------
 
-def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("torch_says", [
+    "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/3: file write failed",
+    "[enforce fail at inline_container.cc:672] . unexpected pos 4096 vs 4023",
+])
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, monkeypatch, torch_says):
     out = tmp_path / "run"
 
     def full(obj, handle):
         handle.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
-                           "data/3: file write failed")
+        raise RuntimeError(torch_says)
 
     monkeypatch.setattr(torch_file.torch, "save", full)
     with pytest.raises(SystemExit, match=rf"^error: no space left on the device of {out} while writing best\.pt "
                                          r"\(any earlier best\.pt is intact\); free some space"):
         _run(out, "--epochs", "1")
     assert not list(out.glob(".*.tmp")) and not (out / "best.pt").exists()
+
+
+def test_an_unwritable_tensorboard_folder_is_one_line_without_the_writer_threads_traceback(tmp_path, monkeypatch,
+                                                                                            capfd):
+    from tensorboard.summary.writer import record_writer
+
+    def refused(self, data):  # what writing into a folder without write permission raises, in the writer's thread
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", refused)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match=rf"^error: --tensorboard: cannot write into {out / 'tensorboard'} "
+                                         r"\(Permission denied\)$"):
+        _run(out, "--epochs", "1", "--tensorboard")
+    time.sleep(0.2)  # the writer thread has ended
+    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("damage, message", [
