@@ -193,7 +193,8 @@ class Ada2IConfig(_Config):
         _check_choice("compat", self.compat, COMPAT_MODES)
         self.check_switches()
         _check_real("beta", self.beta, -MAX_SCALE, MAX_SCALE)
-        if abs(self.beta) ** self.mmt_nlayers > MAX_SCALE**2:  # Y = A*H + beta*H, once per AFW layer
+        if abs(self.beta) > 1 and self.mmt_nlayers * math.log(abs(self.beta)) > 2 * math.log(MAX_SCALE):
+            # Y = A*H + beta*H, once per AFW layer
             raise ValueError(f"beta {self.beta} over {self.mmt_nlayers} AFW layers scales the features by |beta|^"
                              f"{self.mmt_nlayers} > {MAX_SCALE**2:g}, past what float32 activations hold")
         _check_real("drop_rate", self.drop_rate, 0.0, 1.0, below_high=True)

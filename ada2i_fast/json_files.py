@@ -1,4 +1,4 @@
-"""Reading back the JSON a run, a model folder or a study wrote: bounded in size and nesting depth,
+"""Reading back the JSON a run or a model folder wrote: bounded in size and nesting depth,
 strict (no ``NaN`` or ``Infinity``, which this package never writes), and every refusal a
 ``ValueError`` naming the file. What each file must hold is checked by its reader with
 :func:`expect_object` and :func:`expect_string_map`."""
