@@ -54,6 +54,8 @@ def main(argv=None) -> None:
     writes every analysis it can and lists the others with the reason (an error when none could run)."""
     args = build_parser().parse_args(argv)
     runs = SweepRuns(args.sweep_runs)
+    if runs.unfinished:
+        print(f"left out, unfinished (no summary.json yet): {', '.join(runs.unfinished)}")
     out = args.out or args.sweep_runs / "analysis"
     name = args.name or args.sweep_runs.parent.name
     out.mkdir(parents=True, exist_ok=True)

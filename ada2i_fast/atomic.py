@@ -33,11 +33,16 @@ def atomic_open(path) -> Iterator[BinaryIO]:
         raise
 
 
+# How torch.save's C++ writer (PyTorchStreamWriter) words a write the disk refused: a failed write, or a
+# short one it notices by the file position ("[enforce fail at inline_container.cc:672] unexpected pos ...").
+TORCH_WRITE_FAILURES = ("file write failed", "unexpected pos")
+
+
 def _out_of_space(error: BaseException) -> bool:
     """A full disk, as ``os.write`` reports it or as torch.save's C++ writer rewords it."""
     if isinstance(error, OSError):
         return error.errno == errno.ENOSPC
-    return isinstance(error, RuntimeError) and "file write failed" in str(error)
+    return isinstance(error, RuntimeError) and any(failure in str(error) for failure in TORCH_WRITE_FAILURES)
 
 
 def _umask() -> int:

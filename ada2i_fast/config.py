@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .datasets import DatasetSpec, dataset_spec
@@ -19,6 +20,9 @@ TARGETS = ("gradient", "update")  # what k scales: the encoder's gradient (the m
 OPTIMIZERS = ("adam", "sgd")  # training.optim
 COMPAT_MODES = ("method", "reference")
 ROLES = ("model", "data", "recipe", "execution")
+
+MAX_LAYERS = 1000  # encoder_nlayers and mmt_nlayers: the method stacks 2; more than this is a damaged config
+MAX_SCALE = 1e6  # beta, amw_scale and lambda_modal: multipliers of float32 activations (the method's are at most 10)
 
 # The cosine head's scale s (SPEC §2). Chosen on dev splits: see README "The cosine head's scale".
 DEFAULT_AMW_SCALE = 10.0
@@ -91,6 +95,12 @@ class _Config:
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: {error}" if where else str(error)) from None
 
+    def check_switches(self) -> None:
+        """Every bool field is a bool (``"no"`` from a hand-edited JSON file is not false)."""
+        for f in dataclasses.fields(self):
+            if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
+                raise ValueError(f"{f.name} must be true or false, got {getattr(self, f.name)!r:.80}")
+
     @classmethod
     def field_names(cls, *roles: str) -> tuple[str, ...]:
         """Every field's name, or those of the given roles."""
@@ -158,39 +168,41 @@ class Ada2IConfig(_Config):
         return super().from_dict({k: v for k, v in values.items() if k not in TrainConfig.field_names()}, where)
 
     def validate(self) -> None:
-        """Raise a ``ValueError`` naming the first field whose value the model cannot take."""
-        bad = [m for m in self.modalities if m not in ORDER]
-        if not self.modalities or bad:
-            raise ValueError(f"modalities must be a non-empty subset of {ORDER!r}, got {self.modalities!r}")
+        """Every field's type, range and finiteness, before anything is built from the config (a model's
+        size against this machine's memory is :func:`memory.check_model_fits`'s)."""
+        if not isinstance(self.modalities, str) or not self.modalities or any(m not in ORDER for m in self.modalities):
+            raise ValueError(f"modalities must be a non-empty string of letters from {ORDER!r}, got {self.modalities!r}")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities must not repeat, got {self.modalities!r}")
+        if not isinstance(self.input_dims, dict):
+            raise ValueError(f"input_dims must map each modality to its feature dim, got {self.input_dims!r:.80}")
         for m in self.modalities:
-            dim = self.input_dims.get(m)
-            if not isinstance(dim, int) or dim < 1:
-                raise ValueError(f"input_dims[{m!r}] must be a positive int, got {dim!r}")
+            _check_int(f"input_dims[{m!r}]", self.input_dims.get(m), 1)
         _check_int("num_classes", self.num_classes, 2)
         names = self.class_names
         if names is not None and (not isinstance(names, tuple) or len(names) != self.num_classes or len(set(names))
                                   != len(names) or not all(isinstance(n, str) and n for n in names)):
             raise ValueError(f"class_names must be {self.num_classes} distinct non-empty strings (one per class), "
-                             f"got {names!r}")
+                             f"got {names!r:.200}")
         _check_int("hidden", self.hidden, 1)
         _check_int("rank", self.rank, 1)
-        _check_int("encoder_nlayers", self.encoder_nlayers, 1)
+        _check_int("encoder_nlayers", self.encoder_nlayers, 1, MAX_LAYERS)
         _check_int("ffn_dim", self.ffn_dim, 1)
-        _check_int("mmt_nlayers", self.mmt_nlayers, 0)
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        _check_int("mmt_nlayers", self.mmt_nlayers, 0, MAX_LAYERS)
+        _check_choice("encoder", self.encoder, ENCODERS)
         if self.encoder == "lstm" and self.hidden % 2:
             raise ValueError(f"the bidirectional LSTM encoder needs an even hidden size, got {self.hidden}")
-        if self.compat not in COMPAT_MODES:
-            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {self.compat!r}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must lie in [0, 1), got {self.drop_rate}")
-        if self.amw_scale is not None and not self.amw_scale > 0:
-            raise ValueError(f"amw_scale must be positive (or None for the mode's default), got {self.amw_scale}")
-        if self.lambda_modal < 0:
-            raise ValueError(f"lambda_modal must be non-negative, got {self.lambda_modal}")
+        _check_choice("compat", self.compat, COMPAT_MODES)
+        self.check_switches()
+        _check_real("beta", self.beta, -MAX_SCALE, MAX_SCALE)
+        if abs(self.beta) > 1 and self.mmt_nlayers * math.log(abs(self.beta)) > 2 * math.log(MAX_SCALE):
+            # Y = A*H + beta*H, once per AFW layer
+            raise ValueError(f"beta {self.beta} over {self.mmt_nlayers} AFW layers scales the features by |beta|^"
+                             f"{self.mmt_nlayers} > {MAX_SCALE**2:g}, past what float32 activations hold")
+        _check_real("drop_rate", self.drop_rate, 0.0, 1.0, below_high=True)
+        if self.amw_scale is not None:
+            _check_real("amw_scale", self.amw_scale, 0.0, MAX_SCALE, above_low=True)
+        _check_real("lambda_modal", self.lambda_modal, 0.0, MAX_SCALE)
 
     @property
     def n_modalities(self) -> int:
@@ -274,6 +286,7 @@ class TrainConfig(_Config):
 
     def validate(self) -> None:
         """Raise a ``ValueError`` naming the first field whose value the recipe cannot take."""
+        self.check_switches()
         _check_int("batch_size", self.batch_size, 1)
         _check_int("epochs", self.epochs, 1)
         _check_int("patience", self.patience, 1)
@@ -283,18 +296,14 @@ class TrainConfig(_Config):
         _check_int("start_mod", self.start_mod, 1)
         _check_int("end_mod", self.end_mod, 1)
         for name in ("lr", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            _check_real(name, getattr(self, name), 0.0, math.inf, above_low=True)
         for name in ("weight_decay", "alpha"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+            _check_real(name, getattr(self, name), 0.0, math.inf)
         if self.start_mod > self.end_mod:
             raise ValueError(f"start_mod ({self.start_mod}) must not exceed end_mod ({self.end_mod})")
-        for name, choices in (("modulation_curve", CURVES), ("modulation_target", TARGETS), ("optimizer", OPTIMIZERS)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name, choices in (("modulation_curve", CURVES), ("modulation_target", TARGETS), ("optimizer", OPTIMIZERS),
+                              ("precision", PRECISIONS)):
+            _check_choice(name, getattr(self, name), choices)
 
     def modulates(self, epoch: int) -> bool:
         """Whether gradient modulation runs in ``epoch`` (1-based)."""
@@ -313,6 +322,23 @@ class TrainConfig(_Config):
         return dict(spec.train_preset)
 
 
-def _check_int(name: str, value, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> None:
+    if (not isinstance(value, int) or isinstance(value, bool) or value < minimum
+            or (maximum is not None and value > maximum)):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an int {bound}, got {value!r:.80}")
+
+
+def _check_real(name: str, value, low: float, high: float, *, above_low: bool = False,
+                below_high: bool = False) -> None:
+    """``value``: an int or float (not a bool) in [low, high], the ends excluded where asked."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if (not number or value < low or value > high or (above_low and value == low)
+            or (below_high and value == high)):
+        interval = f"{'(' if above_low else '['}{low:g}, {high:g}{')' if below_high or math.isinf(high) else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r:.80}")
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r:.80}")

@@ -1,6 +1,7 @@
 """The balance analyses on a tiny sweep's worth of run folders (VARIANT/seed-N, trained here)."""
 
 import json
+import shutil
 import statistics
 from types import SimpleNamespace
 
@@ -202,3 +203,18 @@ def test_all_on_a_sweep_that_never_modulated_writes_what_it_can_and_says_what_it
     with pytest.raises(SystemExit, match=r"^error: .*: no analysis could run \(see the reasons above\)$"):
         analyze.main(["all", str(runs)])
     assert "skipped robustness: a reason" in capsys.readouterr().out
+
+
+def test_unfinished_cells_are_left_out_by_name_and_gaps_without_a_finished_variant_is_one_line(sweep_runs, tmp_path,
+                                                                                               capsys):
+    root = tmp_path / "study"
+    shutil.copytree(sweep_runs / "at" / "seed-1", root / "at" / "seed-1")
+    (root / "a" / "seed-1").mkdir(parents=True)
+    shutil.copy(sweep_runs / "a" / "seed-1" / "metrics.jsonl", root / "a" / "seed-1")  # a run still training
+    with pytest.raises(SystemExit, match=r"^error: gaps: no finished run of a pair or single modality to compare the "
+                                         r"full model \(at\) with$"):
+        analyze.main(["gaps", str(root)])
+    assert "left out, unfinished (no summary.json yet): a/seed-1" in capsys.readouterr().out
+    analyze.main(["all", str(root), "--levels", "1"])
+    said = capsys.readouterr().out
+    assert "skipped gaps: no finished run of a pair or single modality" in said and "Traceback" not in said

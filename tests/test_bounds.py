@@ -3,13 +3,15 @@ exhaust the machine: long CSV fields, endless dialogues, synthetic corpora and t
 larger than the available memory."""
 
 import csv
+import re
 
 import pytest
 
-from ada2i_fast import train
-from ada2i_fast.data import load_corpus, make_synthetic, memory
-from ada2i_fast.data.memory import FALLBACK_MEMORY, CorpusTooLarge, available_memory
+from ada2i_fast import Ada2I, memory, train
+from ada2i_fast.data import load_corpus, make_synthetic
+from ada2i_fast.memory import FALLBACK_MEMORY, CorpusTooLarge, available_memory, model_parameters
 from ada2i_fast.data.transcripts import MAX_FIELD_CHARS, TranscriptError, build_transcript_corpus, main
+from conftest import tiny_config
 
 COLUMNS = ["Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID"]
 WORDS = "happy sad angry calm great awful fine terrible lovely scary".split()
@@ -92,3 +94,22 @@ def test_without_meminfo_the_bound_is_a_fixed_cap(tmp_path, monkeypatch):
     assert available_memory() == FALLBACK_MEMORY
     with pytest.raises(CorpusTooLarge, match=r"needs about 120 GB; this machine has 8.59 GB available"):
         make_synthetic("mosei", seed=0, size=569)
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(encoder="lstm"), dict(encoder="lstm", encoder_nlayers=3),
+                                       dict(modalities="at", encoder_nlayers=3, mmt_nlayers=0),
+                                       dict(mmcosine=False, rank=5, hidden=10)])
+def test_the_weights_a_config_asks_for_are_counted_exactly_before_building(overrides):
+    config = tiny_config(**overrides)
+    assert model_parameters(config) == sum(p.numel() for p in Ada2I(config).parameters())
+
+
+def test_a_model_larger_than_the_available_memory_is_refused_naming_the_estimate(tmp_path, monkeypatch):
+    config = tiny_config(hidden=64)
+    _fake_meminfo(monkeypatch, tmp_path, f"MemAvailable:  {4 * model_parameters(config) // 1024 - 1} kB\n")
+    count = re.escape(f"{model_parameters(config):.3g}")
+    with pytest.raises(CorpusTooLarge, match=rf"^this model \({count} weights: hidden 64, "
+                                             r"rank 3, ffn_dim 24, 2 encoder and 2 AFW layer\(s\)\) needs about "
+                                             r"[\d.]+ [kM]B; this machine has [\d.]+ [kM]B available"):
+        Ada2I(config)
+    Ada2I(tiny_config(hidden=32))

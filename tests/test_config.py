@@ -103,3 +103,21 @@ def test_cosine_scale_defaults_to_ten_for_the_method_and_one_for_the_public_code
     assert old.cosine_scale == 1.0
     with pytest.raises(ValueError, match="amw_scale"):
         Ada2IConfig(amw_scale=0.0)
+
+
+@pytest.mark.parametrize("beta, layers, refused", [(1e6, 2, False), (-1.01, 1000, False), (1e6, 3, True),
+                                                   (1e6, 1000, True), (1.5, 1000, True)])
+def test_a_beta_that_compounds_past_float32_over_the_afw_layers_is_refused(beta, layers, refused):
+    if not refused:
+        Ada2IConfig(beta=beta, mmt_nlayers=layers)
+        return
+    with pytest.raises(ValueError, match=rf"beta {beta} over {layers} AFW layers scales the features by "
+                                         rf"\|beta\|\^{layers} > 1e\+12"):
+        Ada2IConfig(beta=beta, mmt_nlayers=layers)
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("alpha", float("nan")), ("weight_decay", float("inf")),
+                                          ("modulation", "no"), ("max_grad_norm", "2")])
+def test_a_recipe_refuses_non_finite_or_mistyped_values(field, value):
+    with pytest.raises(ValueError, match=rf"^{field} must be (a finite number in|true or false)"):
+        TrainConfig(**{field: value})

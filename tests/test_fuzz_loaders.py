@@ -1,10 +1,13 @@
-"""Mutated legacy pickles and cache folders: each load ends in a ValueError naming the file (or loads a
-still valid file) quickly, nothing in the file runs, and no MemoryError or RecursionError hides behind
-the error (the pre-scan's bounds, not the machine's memory, stop an oversized file)."""
+"""Mutated legacy pickles, cache folders and the JSON files of a run folder (run.json, metrics.jsonl,
+summary.json): each load ends in a ValueError naming the file (or loads a still valid file) quickly,
+nothing in the file runs, and no MemoryError or RecursionError hides behind the error (the pre-scan's
+and the JSON reader's bounds, not the machine's memory, stop an oversized file)."""
 
 import contextlib
+import json
 import os
 import pickle
+import shutil
 import signal
 import time
 import tracemalloc
@@ -16,9 +19,11 @@ from fixtures.legacy_data import legacy_dict, write_pickle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ada2i_fast import train
 from ada2i_fast.data import load_corpus
 from ada2i_fast.data.cache import cache_path, load_cache
 from ada2i_fast.data.legacy import read_legacy
+from ada2i_fast.training.run_folder import read_records, read_run, read_run_identity
 
 SECONDS_PER_CASE = 5.0
 
@@ -177,3 +182,83 @@ def test_a_feature_cache_bomb_is_refused_before_it_is_decompressed(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB allocated"
+
+
+# --- the JSON files of a run folder ------------------------------------------------------------------
+
+RUN_JSON = ("run.json", "metrics.jsonl", "summary.json")
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    train.main(["--dataset", "meld", "--size", "0.03", "--hidden", "8", "--rank", "2", "--ffn-dim", "8",
+                "--encoder-nlayers", "1", "--epochs", "2", "--quiet", "--out", str(out)])
+    return out, {name: (out / name).read_bytes() for name in RUN_JSON}
+
+
+def _read_back(out) -> None:
+    """What resume, report and analyze read of a run folder's JSON files."""
+    read_run_identity(out)
+    read_records(out / "metrics.jsonl")
+    read_run(out)
+
+
+def _reads_back_or_names_the_file(out, name) -> None:
+    with _time_limit(SECONDS_PER_CASE):
+        try:
+            _read_back(out)
+        except ValueError as error:
+            _assert_named_error(error, out / name)
+            assert "\n" not in str(error)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(RUN_JSON), steps=mutations)
+def test_a_mutated_run_json_file_reads_back_or_gets_a_named_error(run_folder, name, steps):
+    out, originals = run_folder
+    (out / name).write_bytes(_mutate(originals[name], steps))
+    try:
+        _reads_back_or_names_the_file(out, name)
+    finally:
+        (out / name).write_bytes(originals[name])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(RUN_JSON), key=st.sampled_from(["run_id", "epoch", "best_epoch", "classes", "test",
+                                                            "train_config", "best_dev_weighted_f1"]),
+       value=json_values)
+def test_a_run_json_file_with_any_value_reads_back_or_gets_a_named_error(run_folder, name, key, value):
+    out, originals = run_folder
+    text = originals[name].decode()
+    records = [json.loads(line) for line in text.splitlines()] if name.endswith(".jsonl") else [json.loads(text)]
+    records[0][key] = value
+    (out / name).write_text("".join(json.dumps(record) + "\n" for record in records))
+    try:
+        _reads_back_or_names_the_file(out, name)
+    finally:
+        (out / name).write_bytes(originals[name])
+
+
+BOMBS = {"deep": "[" * 100_000 + "]" * 100_000, "nested 40": '{"a": ' * 40 + "1" + "}" * 40,
+         "size": " " * (17 * 2**20) + "{}", "1e400": '{"epoch": 1e400}', "NaN": '{"epoch": NaN}',
+         "digits": '{"epoch": ' + "9" * 5000 + "}"}
+
+
+@pytest.mark.parametrize("name", RUN_JSON)
+@pytest.mark.parametrize("bomb", list(BOMBS))
+def test_a_bomb_in_a_run_json_file_is_one_named_error(run_folder, tmp_path, name, bomb):
+    out = tmp_path / "run"
+    shutil.copytree(run_folder[0], out)
+    text = BOMBS[bomb] * (2**6 if name == "metrics.jsonl" and bomb == "size" else 1)  # .jsonl may be larger
+    (out / name).write_text(text)
+    with _time_limit(SECONDS_PER_CASE), pytest.raises(ValueError) as refused:
+        _read_back(out)
+    _assert_named_error(refused.value, out / name)

@@ -2,23 +2,29 @@
 carry checksums and their run's id, a resume that takes only its own run's files, and one error line
 for every damaged file or unusable path."""
 
+import contextlib
 import io
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import signal
+import time
 
 import pytest
 import torch
 
-from ada2i_fast import evaluate, predict, train
-from ada2i_fast.checkpointing import torch_file
+from ada2i_fast import Ada2I, evaluate, predict, report, train
+from ada2i_fast.checkpointing import pretrained, torch_file
 from ada2i_fast.checkpointing.torch_file import CHECKSUMS, write_checkpoint
 from ada2i_fast.training import trainer
+from ada2i_fast.training.checkpoint import load_any_checkpoint
 from ada2i_fast.training.metric_log import read_history
 from ada2i_fast.training.run_folder import RunLock
 from ada2i_fast.training.step import train_step
+from conftest import tiny_config
+from test_fuzz_loaders import _time_limit
 
 TINY = ["--dataset", "meld", "--size", "0.05", "--hidden", "16", "--rank", "3", "--ffn-dim", "32",
         "--drop-rate", "0.1", "--lr", "2e-3", "--quiet"]
@@ -170,19 +176,38 @@ def test_a_checkpoint_asking_for_a_huge_synthetic_corpus_is_one_error_line(finis
 
 # --- 7. one error line, never a traceback ------------------------------------------------------
 
-def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("torch_says", [
+    "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/3: file write failed",
+    "[enforce fail at inline_container.cc:672] . unexpected pos 4096 vs 4023",
+])
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, monkeypatch, torch_says):
     out = tmp_path / "run"
 
     def full(obj, handle):
         handle.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
-                           "data/3: file write failed")
+        raise RuntimeError(torch_says)
 
     monkeypatch.setattr(torch_file.torch, "save", full)
     with pytest.raises(SystemExit, match=rf"^error: no space left on the device of {out} while writing best\.pt "
                                          r"\(any earlier best\.pt is intact\); free some space"):
         _run(out, "--epochs", "1")
     assert not list(out.glob(".*.tmp")) and not (out / "best.pt").exists()
+
+
+def test_an_unwritable_tensorboard_folder_is_one_line_without_the_writer_threads_traceback(tmp_path, monkeypatch,
+                                                                                            capfd):
+    from tensorboard.summary.writer import record_writer
+
+    def refused(self, data):  # what writing into a folder without write permission raises, in the writer's thread
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", refused)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match=rf"^error: --tensorboard: cannot write into {out / 'tensorboard'} "
+                                         r"\(Permission denied\)$"):
+        _run(out, "--epochs", "1", "--tensorboard")
+    time.sleep(0.2)  # the writer thread has ended
+    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -249,3 +274,238 @@ def test_evaluate_takes_last_pt_and_a_run_folder_and_says_which_weights(finished
     assert "the current weights after 2 epoch(s), not the best-dev state" in capsys.readouterr().out
     evaluate.main(["--checkpoint", str(finished)])
     assert f"model: {finished / 'model'}: the best-dev model (epoch" in capsys.readouterr().out
+
+
+# --- 8. model folders and run files as hostile as the checkpoints (issue 29) ---------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+SECONDS = 10.0  # a refusal is immediate; building what a bad config asks for would take minutes or memory
+
+
+def _model_copy(finished, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(finished / "model", folder)
+    return folder
+
+
+def _edit_config_text(folder, edit):
+    path = folder / "config.json"
+    path.write_text(edit(json.loads(path.read_text())))
+
+
+def _refused_quickly(argv, message):
+    with _time_limit(SECONDS), pytest.raises(SystemExit, match=message) as refused:
+        evaluate.main(argv)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("beta", float("nan"), r"not JSON \(NaN is not a JSON number\)"),
+    ("beta", float("inf"), r"not JSON \(Infinity is not a JSON number\)"),
+    ("beta", 1e308, r"beta must be a finite number in \[-1e\+06, 1e\+06\], got 1e\+308"),
+    ("beta", "abc", r"beta must be a finite number .* got 'abc'"),
+    ("lambda_modal", float("nan"), r"not JSON \(NaN is not a JSON number\)"),
+    ("modalities", ["a", "t", "v"], r"modalities must be a non-empty string of letters from 'atv', got \['a'"),
+    ("mmcosine", "no", r"mmcosine must be true or false, got 'no'"),
+    ("encoder_nlayers", 10_000_000, r"encoder_nlayers must be an int in \[1, 1000\], got 10000000"),
+    ("mmt_nlayers", 10_000_000, r"mmt_nlayers must be an int in \[0, 1000\], got 10000000"),
+    ("hidden", 10**9, r"this model \(.* weights: hidden 1000000000, .*\) needs about .* available"),
+    ("rank", 10**9, r"this model \(.* weights: .*rank 1000000000, .*\) needs about .* available"),
+    ("input_dims", [1, 2, 3], r"input_dims must map each modality to its feature dim, got \[1, 2, 3\]"),
+    ("input_dims", {"a": True}, r"input_dims\['a'\] must be an int >= 1, got True"),
+])
+def test_a_bad_value_in_config_json_is_one_line_before_anything_is_built(finished, tmp_path, field, value, message):
+    folder = _model_copy(finished, tmp_path)
+    _edit_config_text(folder, lambda c: json.dumps({**c, "ada2i_config": {**c["ada2i_config"], field: value}}))
+    _refused_quickly(["--checkpoint", str(folder)], rf"^error: .*config\.json: .*{message}")
+    with _time_limit(SECONDS), pytest.raises(SystemExit, match=message):
+        predict.main(["--checkpoint", str(folder), "--out", str(tmp_path / "p.jsonl")])
+
+
+def test_a_100k_deep_config_json_is_one_line(finished, tmp_path):
+    folder = _model_copy(finished, tmp_path)
+    _edit_config_text(folder, lambda c: json.dumps(c)[:-1] + f', "deep": {DEEP}}}')
+    _refused_quickly(["--checkpoint", str(folder)], r"^error: .*config\.json: nested deeper than 32 levels")
+
+
+def _with_header_checksums(folder, checksums: str) -> None:
+    """model.safetensors rewritten with ``checksums`` as its header's checksum field, and config.json
+    naming the new file (as a writer would)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    save_file(state, folder / "model.safetensors", metadata={pretrained._CHECKSUMS: checksums})
+    _edit_config_text(folder, lambda c: json.dumps({**c, "weights_checksum": pretrained._weights_checksum(checksums)}))
+
+
+@pytest.mark.parametrize("checksums, message", [
+    ("[1, 2]", r"expected a JSON object, found an array"),
+    ("null", r"expected a JSON object, found null"),
+    ('{"head.fc_out.bias": 7}', r"'head\.fc_out\.bias' should be a string, found a number"),
+    (DEEP, r"nested deeper than 32 levels"),
+])
+def test_a_damaged_checksum_field_of_the_safetensors_header_is_one_line(finished, tmp_path, checksums, message):
+    folder = _model_copy(finished, tmp_path)
+    _with_header_checksums(folder, checksums)
+    _refused_quickly(["--checkpoint", str(folder)],
+                     rf"^error: .*model\.safetensors: the header's 'ada2i_checksums': {message}")
+
+
+def _resumable_copy(finished, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    return out
+
+
+@pytest.mark.parametrize("file", ["run.json", "metrics.jsonl"])
+def test_a_100k_deep_run_file_is_one_line_on_resume(finished, tmp_path, file):
+    out = _resumable_copy(finished, tmp_path)
+    (out / file).write_text(DEEP + "\n")
+    with pytest.raises(SystemExit, match=rf"^error: .*{file}(, line 1)?: nested deeper than 32 levels"):
+        train.main(["--resume", str(out), "--epochs", "3", "--quiet"])
+
+
+def test_a_non_utf8_metrics_jsonl_is_named(finished, tmp_path):
+    out = _resumable_copy(finished, tmp_path)
+    (out / "metrics.jsonl").write_bytes(b'{"epoch": 1}\n\xff\xfe\n')
+    with pytest.raises(SystemExit, match=rf"^error: {out / 'metrics.jsonl'}: not UTF-8 text"):
+        train.main(["--resume", str(out), "--epochs", "3", "--quiet"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (DEEP, r"nested deeper than 32 levels"),
+    ('{"best_epoch": 1, "classes": [], "test": 3}', r"test has the wrong type \(3\)"),
+    ('{"best_epoch": "1", "classes": [], "test": {"confusion_matrix": []}}', r"best_epoch has the wrong type"),
+])
+def test_a_damaged_summary_json_is_one_line_in_report(finished, tmp_path, content, message):
+    out = _resumable_copy(finished, tmp_path)
+    (out / "summary.json").write_text(content)
+    with pytest.raises(SystemExit, match=rf"^error: .*summary\.json: {message}"):
+        report.main([str(out), "--out", str(tmp_path / "report")])
+
+
+# --- 9. model/ written as one unit (issue 29) ------------------------------------------------------
+
+class _Featuriser:
+    """What save_pretrained asks of a featuriser: ``save(folder)`` writing featuriser.json, returning its checksum."""
+
+    def __init__(self, checksum):
+        self.checksum = checksum
+
+    def save(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "featuriser.json").write_text(json.dumps({"checksum": self.checksum}))
+        return self.checksum
+
+
+def _model(seed):
+    torch.manual_seed(seed)
+    return Ada2I(tiny_config())
+
+
+def test_a_model_folder_holding_files_of_two_saves_is_refused(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _model(1).save_pretrained(first, metadata={"epoch": 1}, featuriser=_Featuriser("f1"))
+    _model(2).save_pretrained(second, metadata={"epoch": 2})
+    Ada2I.from_pretrained(first)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(first, mixed)
+    shutil.copy(second / "model.safetensors", mixed / "model.safetensors")
+    with pytest.raises(ValueError, match=rf"^{mixed}: model\.safetensors is not the weights config\.json was saved "
+                                         r"with \(a save was cut short, or files of two saves were put together\)"):
+        Ada2I.from_pretrained(mixed)
+    shutil.rmtree(first / "featuriser")
+    with pytest.raises(ValueError, match=r"featuriser/ is missing config\.json was saved with"):
+        Ada2I.from_pretrained(first)
+    _Featuriser("f2").save(first / "featuriser")
+    with pytest.raises(ValueError, match=r"featuriser/ is not the featuriser config\.json was saved with"):
+        Ada2I.from_pretrained(first)
+
+
+def _in_a_child(work, kill_after: float | None = None, once_replaced=None) -> None:
+    """Run ``work()`` in a forked child (one thread) and wait for it, or SIGKILL it ``kill_after``
+    seconds after it starts (after the file ``once_replaced`` is replaced, when given)."""
+    inode = once_replaced.stat().st_ino if once_replaced is not None else None
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            torch.set_num_threads(1)
+            work()
+        finally:
+            os._exit(0)
+    while inode is not None and once_replaced.stat().st_ino == inode and not os.waitpid(pid, os.WNOHANG)[0]:
+        time.sleep(0.0001)
+    if kill_after is not None:
+        time.sleep(kill_after)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _same_weights(model, state) -> bool:
+    return all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
+
+
+def _loads_what_it_says_or_is_refused(path, by_epoch) -> str:
+    """``path`` loads as the model of the epoch its metadata names (one of ``by_epoch``), or is refused."""
+    try:
+        model, metadata = load_any_checkpoint(path)
+    except ValueError as error:
+        assert "\n" not in str(error)
+        return "refused"
+    assert _same_weights(model, by_epoch[metadata["epoch"]]), metadata["weights"]
+    return f"epoch {metadata['epoch']}"
+
+
+def test_a_kill_during_save_pretrained_leaves_the_old_model_or_the_new_one(tmp_path):
+    folder, rng = tmp_path / "model", random.Random(0)
+    models = {1: _model(1), 2: _model(2)}
+    by_epoch = {epoch: model.state_dict() for epoch, model in models.items()}
+    start = time.perf_counter()
+    models[1].save_pretrained(folder, metadata={"epoch": 1})
+    models[2].save_pretrained(folder, metadata={"epoch": 2})
+    two_saves = time.perf_counter() - start
+
+    def save_alternately():
+        while True:
+            for epoch, model in models.items():
+                model.save_pretrained(folder, metadata={"epoch": epoch})
+
+    seen = {_loads_what_it_says_or_is_refused(folder, by_epoch)}
+    for _ in range(40):
+        _in_a_child(save_alternately, kill_after=rng.uniform(0, 3 * two_saves))
+        seen.add(_loads_what_it_says_or_is_refused(folder, by_epoch))
+    assert {"epoch 1", "epoch 2"} <= seen
+
+
+def test_a_kill_during_a_resume_extension_leaves_a_model_evaluate_names_truly(finished, tmp_path):
+    def extend(out):
+        return lambda: train.main(["--resume", str(out), "--epochs", "3", "--quiet"])
+
+    reference = tmp_path / "reference"
+    shutil.copytree(finished, reference)
+    before, _ = load_any_checkpoint(reference)
+    start = time.perf_counter()
+    _in_a_child(extend(reference))  # as the killed runs train: one thread
+    seconds = time.perf_counter() - start
+    after, metadata = load_any_checkpoint(reference)
+    by_epoch = {json.loads((finished / "model" / "config.json").read_text())["metadata"]["epoch"]: before.state_dict(),
+                metadata["epoch"]: after.state_dict()}
+    rng, seen = random.Random(1), []
+    for n in range(7):
+        out = tmp_path / f"run-{n}"
+        shutil.copytree(finished, out)
+        if n < 2:  # anywhere in the extension
+            _in_a_child(extend(out), kill_after=rng.uniform(0, seconds))
+        else:  # in the final save: its new weights are in place, its config may not be
+            _in_a_child(extend(out), kill_after=rng.uniform(0, 0.002), once_replaced=out / "model" / "model.safetensors")
+        seen.append(_loads_what_it_says_or_is_refused(out, by_epoch))
+        if seen[-1] == "refused" and seen.count("refused") == 1:  # --resume finishes the save (the refusal says so)
+            with pytest.raises(SystemExit, match=rf"model\.safetensors is not the weights .*; train --resume {out} "
+                                                 "writes it again"):
+                evaluate.main(["--checkpoint", str(out)])
+            train.main(["--resume", str(out), "--quiet"])
+            assert _loads_what_it_says_or_is_refused(out, by_epoch) == f"epoch {metadata['epoch']}"
+        shutil.rmtree(out)
+    assert "refused" in seen and set(seen) - {"refused"}, seen

@@ -65,7 +65,7 @@ from ..datasets import SPLITS, TEXT_DIM
 from .cache import CONVERSATIONS, check_replaceable, file_record, write_cache
 from .corpus import Corpus
 from .featuriser import AudioFeatures, Featuriser, SentenceEncoderText, Standardisation, VisualFeatures
-from .memory import check_fits_in_memory, corpus_bytes
+from ..memory import check_fits_in_memory, corpus_bytes
 from .transcripts import (
     LAYOUTS, MAX_DIALOGUE_LENGTH, MAX_FIELD_CHARS, Layout, SplitRows, TranscriptError, assemble_corpus,
     build_parser as transcripts_parser, layout_from_args, layout_record, read_columns, read_transcripts,

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..checkpointing.json_files import read_json
 from ..modalities import in_order
 from .cache import (
     FEATURISER, CacheError, array_sha256, manifest_checksum, new_temp_dir, read_manifest, replace_dir,
@@ -407,9 +408,9 @@ class Featuriser:
         folder = Path(folder)
         path = folder / DESCRIPTION
         try:
-            description = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise FeaturiserError(f"{path}: unreadable featuriser ({error})") from None
+            description = read_json(path)
+        except ValueError as error:
+            raise FeaturiserError(f"{error} (an unreadable featuriser)") from None
         if not isinstance(description, dict) or description.get("format") != FORMAT:
             raise FeaturiserError(f"{path}: not an {FORMAT} file")
         if description.get("checksum") != manifest_checksum(description):

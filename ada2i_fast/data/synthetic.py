@@ -33,7 +33,7 @@ import numpy as np
 
 from ..datasets import DATASETS, dataset_spec
 from .corpus import Corpus, Split
-from .memory import check_fits_in_memory, corpus_bytes
+from ..memory import check_fits_in_memory, corpus_bytes
 
 MIN_DIALOGUES = 3
 

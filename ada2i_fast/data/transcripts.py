@@ -39,7 +39,7 @@ from ..datasets import DATASETS, SPLITS, TEXT_DIM
 from .cache import check_replaceable, file_record, write_cache
 from .corpus import Corpus, Split
 from .featuriser import Featuriser, OwnEmbeddingsText, TfidfSvdText, fit_tfidf_svd
-from .memory import check_fits_in_memory, corpus_bytes
+from ..memory import check_fits_in_memory, corpus_bytes
 
 MAX_FIELD_CHARS = 131_072  # csv's own default limit
 MAX_DIALOGUE_LENGTH = 1000  # MELD's longest dialogue has 33 utterances

@@ -12,6 +12,7 @@ from torch.func import functional_call
 from ..checkpointing.pretrained import load_pretrained, push_to_hub, save_pretrained
 from ..config import Ada2IConfig
 from ..devices import resolve_precision
+from ..memory import check_model_fits
 from ..modalities import in_order
 from .afw import AFW
 from .amw import ClassifierHead
@@ -76,6 +77,7 @@ class Ada2I(nn.Module):
     def __init__(self, config: Ada2IConfig) -> None:
         super().__init__()
         config.validate()
+        check_model_fits(config)  # before any layer is built
         self.config = config
         self.encoders = nn.ModuleDict({m: build_encoder(config.input_dims[m], config) for m in config.modalities})
         self.afw = AFW(

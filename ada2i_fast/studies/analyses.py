@@ -76,6 +76,8 @@ class SweepRuns:
                 history, summary_data = read_run(run_dir)
                 seed, variant = int(match.group(1)), run_dir.parent.name
                 self.runs.setdefault(variant, {})[seed] = Run(variant, seed, run_dir, history, summary_data)
+        self.unfinished = [str(d.relative_to(root)) for d in sorted(root.glob("*/seed-*"))
+                           if re.fullmatch(r"seed-\d+", d.name) and d.is_dir() and not (d / "summary.json").is_file()]
         subsets = [v for v in self.runs if set(v) <= set(ORDER)]
         if not subsets:
             raise ValueError(f"{root}: no finished run of a modality subset (VARIANT/seed-N/summary.json)")
@@ -213,6 +215,9 @@ def gaps(runs: SweepRuns) -> dict:
             gap_test=mean_std(-gap for gap in test), gap_dev=mean_std(-gap for gap in dev),
         ))
         verdicts[variant] = verdict(mean_std(test))
+    if not rows:
+        raise NotAvailable(f"gaps: no finished run of a pair or single modality to compare the full model "
+                           f"({runs.full}) with")
     rows.sort(key=lambda row: (-len(row["variant"]), ORDER.index(row["variant"][0])))
     full = mean_std(_test_f1(r) for r in runs.variant("full").values())
     lines = [f"Full model ({runs.full}) test {pm(full)}. Gap: full − variant, paired by seed (positive: the full "

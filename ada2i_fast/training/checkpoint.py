@@ -10,6 +10,7 @@ import torch
 from ..checkpointing.pretrained import is_pretrained_folder, load_pretrained, with_class_names
 from ..checkpointing.torch_file import check_weights, read_checkpoint, write_checkpoint
 from ..config import Ada2IConfig, TrainConfig
+from ..memory import check_model_fits
 from ..modules.model import Ada2I
 from .run_folder import MODEL_FOLDER
 from .run_state import FORMAT as RUN_STATE_FORMAT
@@ -65,6 +66,7 @@ def _model_of(config: dict, state: dict, path) -> Ada2I:
         config = Ada2IConfig.from_dict(config)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: invalid model config: {error}") from None
+    check_model_fits(config, str(path))
     with torch.device("meta"):  # the shapes the config implies, before allocating anything
         model = Ada2I(config)
     skeleton = model.state_dict()
@@ -94,7 +96,7 @@ def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
     written by the authors' training script (metadata: the run's dataset, if recorded)."""
     path = saved_model_path(Path(path))
     if is_pretrained_folder(path):
-        model, metadata = load_pretrained(path, Ada2I)
+        model, metadata = _load_model_folder(path)
         _check_metadata(metadata, path / "config.json")
         return model, {"weights": f"{path}: the best-dev model (epoch {metadata.get('epoch', '?')})", **metadata}
     payload = read_checkpoint(path)
@@ -117,6 +119,18 @@ def load_any_checkpoint(path, **reference_overrides) -> tuple[Ada2I, dict]:
         return Ada2I.from_reference_checkpoint(path, **reference_overrides), ({"dataset": dataset} if dataset else {})
     raise ValueError(f"{path}: neither a model of this package (best.pt), a run state (last.pt) nor an authors' "
                      "checkpoint (a dict with 'args' and 'state_dict')")
+
+
+def _load_model_folder(path: Path) -> tuple[Ada2I, dict]:
+    """:func:`load_pretrained`; a run's model/ that a cut-short save left mixed is refused saying that
+    ``train --resume RUN`` writes it again from the run's state."""
+    try:
+        return load_pretrained(path, Ada2I)
+    except ValueError as error:
+        run = path.parent
+        if path.name == MODEL_FOLDER and (run / "last.pt").is_file() and "(a save was cut short" in str(error):
+            raise ValueError(f"{error}; train --resume {run} writes it again from the run's last.pt") from None
+        raise
 
 
 def saved_model_path(path: Path) -> Path:

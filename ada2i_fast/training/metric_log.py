@@ -20,6 +20,7 @@ synchronisation inside an epoch.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,7 +179,12 @@ class TensorBoardLog(Sink):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ValueError('--tensorboard needs the tensorboard package: pip install "ada2i-fast[tensorboard]"') from None
-        self.writer = SummaryWriter(str(out / TENSORBOARD_FOLDER))
+        _quiet_writer_threads()
+        try:
+            self.writer = SummaryWriter(str(out / TENSORBOARD_FOLDER))
+        except OSError as error:
+            raise OSError(error.errno, f"--tensorboard: cannot write into {out / TENSORBOARD_FOLDER} "
+                          f"({error.strerror or error})") from None
         self.modalities, self.classes, self.epoch = modalities, classes, epoch
         self.per_step = [metric for metric in METRICS if metric.tensorboard_step]
         self.steps: list[tuple[int, list[torch.Tensor]]] = []  # (run step, the per_step values)
@@ -235,6 +241,24 @@ class TensorBoardLog(Sink):
 
         matrix = confusion_matrix(evaluation.labels, evaluation.predictions, labels=list(range(len(self.classes))))
         return confusion_figure(matrix, self.classes, title=title)
+
+
+def _quiet_writer_threads() -> None:
+    """Leave out the traceback of TensorBoard's event-writer thread: a write it fails (an unwritable
+    folder, a full disk) is kept and raised again by the writer's next call in the main thread,
+    which ends the run in one error line."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    shown = threading.excepthook
+    if getattr(shown, "leaves_out_event_writers", False):
+        return
+
+    def excepthook(args) -> None:
+        if not isinstance(args.thread, _AsyncWriterThread):
+            shown(args)
+
+    excepthook.leaves_out_event_writers = True
+    threading.excepthook = excepthook
 
 
 class MetricLog:

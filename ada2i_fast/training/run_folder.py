@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from ..atomic import write_json_atomic
+from ..checkpointing.json_files import read_json, read_json_lines, read_json_object
 from ..data import Corpus
 
 MODEL_FOLDER = "model"  # the finished run's best-dev model: config.json + model.safetensors
@@ -106,10 +107,9 @@ def what_can_be_done(out: Path) -> str:
 def _json_object(path: Path) -> dict:
     """The JSON object in ``path``; an empty dict for a damaged file."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_json_object(path)
+    except ValueError:
         return {}
-    return value if isinstance(value, dict) else {}
 
 
 def remove(path: Path) -> None:
@@ -141,9 +141,9 @@ def read_run_identity(out: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        identity = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: damaged ({error}); the folder's run cannot be identified") from None
+        identity = read_json(path)
+    except ValueError as error:
+        raise ValueError(f"{error}; the folder's run cannot be identified") from None
     if not isinstance(identity, dict) or not isinstance(identity.get("run_id"), str):
         raise ValueError(f"{path}: damaged (no run_id); the folder's run cannot be identified")
     return identity
@@ -185,7 +185,7 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict]:
     ``ValueError`` naming the folder and what it lacks."""
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir}: no such run folder")
-    metrics, summary_path = run_dir / METRICS_FILE, run_dir / "summary.json"
+    metrics, summary_path = run_dir / "metrics.jsonl", run_dir / "summary.json"
     if not metrics.is_file():
         raise ValueError(f"{run_dir}: no metrics.jsonl; not a training run folder (python -m ada2i_fast.train --out DIR)")
     if not summary_path.is_file():
@@ -193,37 +193,37 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict]:
     history = read_records(metrics)
     if not history:
         raise ValueError(f"{metrics}: no epoch records")
-    summary = _json(summary_path.read_text(), str(summary_path))
-    if not isinstance(summary, dict):
-        raise ValueError(f"{summary_path}: not a JSON object")
+    summary = read_json_object(summary_path)
     missing = [key for key in ("best_epoch", "classes", "test") if key not in summary]
-    if "test" in summary and "confusion_matrix" not in summary["test"]:
+    if isinstance(summary.get("test"), dict) and "confusion_matrix" not in summary["test"]:
         missing.append("test.confusion_matrix")
     if missing:
         raise ValueError(f"{summary_path}: lacks {', '.join(missing)} (written by an older ada2i_fast?)")
+    _check_types(summary, SUMMARY_TYPES, summary_path)
+    _check_types(summary["test"], TEST_TYPES, summary_path, "test.")
     return history, summary
+
+
+NUMBER_OR_NULL = (int, float, type(None))
+# What the readers of summary.json (report, analyze) take from it, and of which JSON type.
+SUMMARY_TYPES = {"best_epoch": int, "classes": list, "test": dict, "best_dev_weighted_f1": NUMBER_OR_NULL,
+                 "config": dict, "train_config": dict, "epochs_run": int}
+TEST_TYPES = {"confusion_matrix": list, "weighted_f1": NUMBER_OR_NULL, "accuracy": NUMBER_OR_NULL,
+              "unimodal_weighted_f1": dict}
+
+
+def _check_types(values: dict, types: dict, path: Path, prefix: str = "") -> None:
+    for key, kind in types.items():
+        if key in values and (not isinstance(values[key], kind) or isinstance(values[key], bool)):
+            raise ValueError(f"{path}: {prefix}{key} has the wrong type ({values[key]!r:.60}); the file is damaged")
 
 
 def read_records(path: Path) -> list[dict]:
     """The JSON objects of a ``.jsonl`` file of a run, each with an integer ``epoch``, or a ``ValueError``
     naming the file and line."""
     records = []
-    lines = path.read_text().splitlines() if path.exists() else []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {n}: not JSON ({error})") from None
+    for n, record in read_json_lines(path) if path.exists() else []:
         if not isinstance(record, dict) or not isinstance(record.get("epoch"), int) or record["epoch"] < 1:
             raise ValueError(f"{path}, line {n}: not an epoch record (an object with a positive integer 'epoch')")
         records.append(record)
     return records
-
-
-def _json(text: str, where: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not JSON ({error})") from None

@@ -27,7 +27,7 @@ from ..checkpointing.torch_file import load_weights
 from ..config import Ada2IConfig, TrainConfig
 from ..data import Corpus, num_batches, padding_waste
 from ..data.batching import iterate_shards
-from ..data.memory import shown_bytes
+from ..memory import shown_bytes
 from ..devices import resolve_precision
 from ..modules.model import Ada2I
 from . import distributed

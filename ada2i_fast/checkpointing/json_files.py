@@ -1,0 +1,105 @@
+"""Reading back the JSON a run or a model folder wrote: bounded in size and nesting depth,
+strict (no ``NaN`` or ``Infinity``, which this package never writes), and every refusal a
+``ValueError`` naming the file. What each file must hold is checked by its reader with
+:func:`expect_object` and :func:`expect_string_map`."""
+
+from __future__ import annotations
+
+import json
+import math
+import stat
+from pathlib import Path
+
+MAX_DEPTH = 32  # every file this package writes nests a few levels; a config.json 6
+MAX_FILE_BYTES = 16 * 2**20  # a config.json, run.json or summary.json (each a few kB)
+MAX_RECORDS_BYTES = 1 * 2**30  # metrics.jsonl or steps.jsonl (steps.jsonl: about 500 bytes a step)
+
+
+def read_json(path, *, max_bytes: int = MAX_FILE_BYTES):
+    """The JSON value in the file ``path``."""
+    path = Path(path)
+    return parse_json(read_text(path, max_bytes=max_bytes), str(path))
+
+
+def read_json_object(path, *, max_bytes: int = MAX_FILE_BYTES) -> dict:
+    """The JSON object in the file ``path``."""
+    return expect_object(read_json(path, max_bytes=max_bytes), str(path))
+
+
+def read_json_lines(path, *, max_bytes: int = MAX_RECORDS_BYTES) -> list[tuple[int, object]]:
+    """``(line number, value)`` for every non-blank line of the JSON-lines file ``path``."""
+    path = Path(path)
+    lines = read_text(path, max_bytes=max_bytes).splitlines()
+    return [(n, parse_json(line, f"{path}, line {n}")) for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def read_text(path: Path, *, max_bytes: int) -> str:
+    """The UTF-8 text of the regular file ``path``, refused above ``max_bytes`` before it is read whole."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(f"{path}: not a regular file")
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes} bytes, far more than this package writes there; refusing it")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}); the file is damaged") from None
+
+
+def parse_json(text: str, where: str, *, max_depth: int = MAX_DEPTH):
+    """The JSON value of ``text`` (from ``where``), nested at most ``max_depth`` deep, every number finite."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"{where}: nested deeper than {max_depth} levels; refusing it") from None
+    except ValueError as error:  # json.JSONDecodeError, a non-finite number, an integer of over 4300 digits
+        raise ValueError(f"{where}: not JSON ({error})") from None
+    if nesting_depth(value, max_depth) > max_depth:
+        raise ValueError(f"{where}: nested deeper than {max_depth} levels; refusing it")
+    return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of the range of a double")
+    return value
+
+
+def nesting_depth(value, limit: int) -> int:
+    """How deep containers nest in ``value`` (a scalar: 0), counted up to ``limit + 1``."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [item for item in level if isinstance(item, (dict, list))]
+        if not containers:
+            break
+        depth += 1
+        level = [child for item in containers for child in (item.values() if isinstance(item, dict) else item)]
+    return depth
+
+
+def expect_object(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a JSON object, found {_kind(value)}")
+    return value
+
+
+def expect_string_map(value, where: str) -> dict[str, str]:
+    """``value``, a JSON object whose values are all strings."""
+    bad = next((key for key, item in expect_object(value, where).items() if not isinstance(item, str)), None)
+    if bad is not None:
+        raise ValueError(f"{where}: {bad!r} should be a string, found {_kind(value[bad])}")
+    return value
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
