@@ -12,8 +12,8 @@ FALLBACK_MEMORY = 8 * 2**30  # what a corpus may take where MEMINFO does not say
 BYTES_PER_WEIGHT = 4  # float32
 
 
-class CorpusTooLarge(ValueError):
-    """A corpus would not fit in the memory this machine has available."""
+class TooLargeForMemory(ValueError):
+    """A corpus or a model would not fit in the memory this machine has available."""
 
 
 def available_memory() -> int:
@@ -33,11 +33,11 @@ def corpus_bytes(utterances: float, feature_dims: int) -> float:
 
 
 def check_fits_in_memory(needed: float, what: str, advice: str) -> None:
-    """Refuse, saying ``advice``, a corpus that needs more than the available memory."""
+    """Refuse, saying ``advice``, what needs more than the available memory (``what`` names it)."""
     available = available_memory()
     if needed > available:
-        raise CorpusTooLarge(f"{what} needs about {shown_bytes(needed)}; this machine has "
-                             f"{shown_bytes(available)} available; {advice}")
+        raise TooLargeForMemory(f"{what} needs about {shown_bytes(needed)}; this machine has "
+                                f"{shown_bytes(available)} available; {advice}")
 
 
 def shown_bytes(count: float) -> str:
@@ -75,5 +75,5 @@ def check_model_fits(config: Ada2IConfig, where: str | None = None) -> None:
             BYTES_PER_WEIGHT * weights, f"this model ({weights:.3g} weights: hidden {config.hidden}, rank {config.rank}, "
             f"ffn_dim {config.ffn_dim}, {config.encoder_nlayers} encoder and {config.mmt_nlayers} AFW layer(s))",
             "check the config's sizes")
-    except CorpusTooLarge as error:
-        raise ValueError(f"{where}: {error}" if where else str(error)) from None
+    except TooLargeForMemory as error:
+        raise TooLargeForMemory(f"{where}: {error}" if where else str(error)) from None

@@ -9,7 +9,7 @@ import pytest
 
 from ada2i_fast import Ada2I, memory, train
 from ada2i_fast.data import load_corpus, make_synthetic
-from ada2i_fast.memory import FALLBACK_MEMORY, CorpusTooLarge, available_memory, model_parameters
+from ada2i_fast.memory import FALLBACK_MEMORY, TooLargeForMemory, available_memory, model_parameters
 from ada2i_fast.data.transcripts import MAX_FIELD_CHARS, TranscriptError, build_transcript_corpus, main
 from conftest import tiny_config
 
@@ -64,21 +64,21 @@ def test_an_endless_dialogue_names_the_file_the_dialogue_and_its_length(tmp_path
 def test_a_transcript_corpus_larger_than_the_available_memory_names_its_folder(tmp_path, monkeypatch):
     _write_meld(tmp_path, [])
     _fake_meminfo(monkeypatch, tmp_path, "MemTotal:  100 kB\nMemAvailable:  10 kB\n")
-    with pytest.raises(CorpusTooLarge, match=rf"^a corpus of the 27 utterances in {tmp_path} needs about "
+    with pytest.raises(TooLargeForMemory, match=rf"^a corpus of the 27 utterances in {tmp_path} needs about "
                                              r"32.8 kB; this machine has 10.2 kB available"):
         build_transcript_corpus(tmp_path, "meld", text_dim=300)
     build_transcript_corpus(tmp_path, "meld", text_dim=2)  # 27 utterances of 2 features fit in 10 kB
 
 
 def test_a_synthetic_corpus_larger_than_the_available_memory_is_refused_before_it_is_drawn(tmp_path, monkeypatch):
-    with pytest.raises(CorpusTooLarge, match=r"^synthetic size 100000.0 needs about 7.75 TB; this machine has "
+    with pytest.raises(TooLargeForMemory, match=r"^synthetic size 100000.0 needs about 7.75 TB; this machine has "
                                              r".* available; choose a smaller --size$"):
         make_synthetic("meld", seed=0, size=1e5)
-    with pytest.raises(CorpusTooLarge, match=r"^synthetic size inf needs"):
+    with pytest.raises(TooLargeForMemory, match=r"^synthetic size inf needs"):
         make_synthetic("meld", seed=0, size=float("inf"))
     _fake_meminfo(monkeypatch, tmp_path, "MemAvailable:  50000 kB\n")  # 51.2 MB
     make_synthetic("meld", seed=0, size=0.5)  # about 39 MB
-    with pytest.raises(CorpusTooLarge, match=r"size 1.0 needs about 77.5 MB; this machine has 51.2 MB available"):
+    with pytest.raises(TooLargeForMemory, match=r"size 1.0 needs about 77.5 MB; this machine has 51.2 MB available"):
         make_synthetic("meld", seed=0, size=1.0)
 
 
@@ -92,7 +92,7 @@ def test_without_meminfo_the_bound_is_a_fixed_cap(tmp_path, monkeypatch):
     assert available_memory() == FALLBACK_MEMORY
     _fake_meminfo(monkeypatch, tmp_path, "MemTotal:  100 kB\n")
     assert available_memory() == FALLBACK_MEMORY
-    with pytest.raises(CorpusTooLarge, match=r"needs about 120 GB; this machine has 8.59 GB available"):
+    with pytest.raises(TooLargeForMemory, match=r"needs about 120 GB; this machine has 8.59 GB available"):
         make_synthetic("mosei", seed=0, size=569)
 
 
@@ -108,7 +108,7 @@ def test_a_model_larger_than_the_available_memory_is_refused_naming_the_estimate
     config = tiny_config(hidden=64)
     _fake_meminfo(monkeypatch, tmp_path, f"MemAvailable:  {4 * model_parameters(config) // 1024 - 1} kB\n")
     count = re.escape(f"{model_parameters(config):.3g}")
-    with pytest.raises(CorpusTooLarge, match=rf"^this model \({count} weights: hidden 64, "
+    with pytest.raises(TooLargeForMemory, match=rf"^this model \({count} weights: hidden 64, "
                                              r"rank 3, ffn_dim 24, 2 encoder and 2 AFW layer\(s\)\) needs about "
                                              r"[\d.]+ [kM]B; this machine has [\d.]+ [kM]B available"):
         Ada2I(config)
