@@ -114,6 +114,14 @@ def test_the_modulation_table_is_the_traced_steps_numbers(sweep_runs):
     ratio_1 = (statistics.fmean(s["update_norm"]["t"] for s in modulated["at"])
                / statistics.fmean(s["update_norm"]["t"] for s in modulated["no-modulation"]))
     assert ratio_1 in [pytest.approx(r) for r in _per_seed_ratios(runs, "t")]
+    own = {v: [_summary(sweep_runs, v, seed)["best_epoch"] for seed in (1, 2)] for v in ("at", "no-modulation")}
+    own_dev = {v: [next(json.loads(line) for line in (sweep_runs / v / f"seed-{seed}" / "metrics.jsonl").read_text()
+                        .splitlines() if json.loads(line)["epoch"] == epoch)["dev"]["unimodal_weighted_f1"]["t"]
+                   for seed, epoch in zip((1, 2), own[v])] for v in own}
+    assert text["own_dev_full"]["mean"] == pytest.approx(statistics.fmean(own_dev["at"]))
+    assert text["own_dev_gain_full"]["mean"] == pytest.approx(
+        statistics.fmean(a - b for a, b in zip(own_dev["at"], own_dev["no-modulation"])))
+    assert "own head: gain over unmodulated (dev)" in result["markdown"]
     for s in modulated["no-modulation"]:  # without modulation nothing scales or adds to the gradients
         assert s["grad_norm_after"] == pytest.approx(s["grad_norm_before"], rel=1e-5)  # the before: the clip's pass
 

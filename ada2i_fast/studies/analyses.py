@@ -292,7 +292,9 @@ def modulation(runs: SweepRuns) -> dict:
     modulation, with modulation but no noise, and without modulation (means over the modulated
     epochs, then over seeds; ratios paired by seed). For every modulated variant, its encoder update
     over the unmodulated run's and that ratio over its own k: 1 where the modulation reaches the
-    update as it scales the gradient (what SGD would give), near 1/k where Adam normalises it away."""
+    update as it scales the gradient (what SGD would give), near 1/k where Adam normalises it away;
+    and each modality's own head inside the model (dev F1 at the best-dev epoch, and its gain over the
+    unmodulated run's, paired by seed)."""
     if not runs.traced:
         raise NotAvailable("modulation: the full model's runs have no steps.jsonl; train the sweep with --trace")
     runs.require_modulated_epochs("modulation")
@@ -302,6 +304,7 @@ def modulation(runs: SweepRuns) -> dict:
     traced = {v: t for v, t in traced.items() if t or v not in ALTERNATIVE_VARIANTS}
     modulated = [v for v in traced if v != "no-modulation" and traced[v]]
     unmodulated = traced.get("no-modulation", {})
+    own_dev = {v: {s: _own_head_dev_f1(runs.variant(v)[s]) for s in traced[v]} for v in traced}
     rows = []
     for m in runs.modalities:
         full = traced["full"]
@@ -310,6 +313,7 @@ def modulation(runs: SweepRuns) -> dict:
                    gradient_gain=mean_std(t[m]["gain"] for t in full.values()))
         for v in traced:
             row[f"update_{v}"] = mean_std(t[m]["update"] for t in traced[v].values())
+            row[f"own_dev_{v}"] = mean_std(own_dev[v][s][m] for s in traced[v])
             if v != "full":
                 row[f"update_full_over_{v}"] = mean_std(full[s][m]["update"] / traced[v][s][m]["update"]
                                                         for s in full if s in traced[v])
@@ -320,6 +324,7 @@ def modulation(runs: SweepRuns) -> dict:
             row[f"update_ratio_{v}"] = mean_std(traced[v][s][m]["update"] / unmodulated[s][m]["update"] for s in paired)
             row[f"update_ratio_over_k_{v}"] = mean_std(
                 traced[v][s][m]["update"] / unmodulated[s][m]["update"] / traced[v][s][m]["k"] for s in paired)
+            row[f"own_dev_gain_{v}"] = mean_std(own_dev[v][s][m] - own_dev["no-modulation"][s][m] for s in paired)
         rows.append(row)
     others = [v for v in traced if v != "full"]
     lines = ["Means over the modulated epochs of each traced run, then mean ± std over seeds. k: the coefficient "
@@ -335,17 +340,29 @@ def modulation(runs: SweepRuns) -> dict:
     if unmodulated and modulated:
         lines += ["", "Does the modulation reach the update? Per modulated variant: its k, the share of steps the modality "
                   "was the weakest, its encoder update over the unmodulated run's (paired by seed), and that ratio over "
-                  "its own k (1: the update is scaled by k, as scaling the gradient does under SGD).", "",
-                  "| variant | modality | k | weakest | update / unmodulated | (update / unmodulated) / k |",
-                  "|---|---|---|---|---|---|"]
+                  "its own k (1: the update is scaled by k, as scaling the gradient does under SGD); the modality's "
+                  "own head inside the model (Fig. 1a): its dev weighted F1 at the best-dev epoch, and that F1 minus "
+                  "the unmodulated run's (paired by seed).", "",
+                  "| variant | modality | k | weakest | update / unmodulated | (update / unmodulated) / k | "
+                  "own head: dev F1 | own head: gain over unmodulated (dev) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for v in modulated:
             for row in rows:
                 lines.append(f"| {named(v, runs.full)} | {NAMES[row['modality']]} | {pm(row[f'k_{v}'])} | "
                              f"{pm(row[f'weakest_{v}'])} | {pm(row[f'update_ratio_{v}'])} | "
-                             f"{pm(row[f'update_ratio_over_k_{v}'])} |")
+                             f"{pm(row[f'update_ratio_over_k_{v}'])} | {pm(row[f'own_dev_{v}'])} | "
+                             f"{pm(row[f'own_dev_gain_{v}'], True)} |")
+        for row in rows:
+            lines.append(f"| {named('no-modulation', runs.full)} | {NAMES[row['modality']]} | — | — | — | — | "
+                         f"{pm(row['own_dev_no-modulation'])} | — |")
     epochs = {v: {m: {k: curves_of_steps(runs.variant(v), m, k) for k in ("coefficient", "update_norm")}
                   for m in runs.modalities} for v in traced if traced[v]}
     return dict(rows=rows, curves=epochs, markdown="\n".join(lines))
+
+
+def _own_head_dev_f1(run: Run) -> dict:
+    """Per modality, the dev weighted F1 of its own head inside the model at the run's best-dev epoch."""
+    return run.at_best_epoch()["dev"]["unimodal_weighted_f1"]
 
 
 def _step_means(run: Run) -> dict | None:
