@@ -57,8 +57,12 @@ def _copy_the_installed_layout() -> None:
     shutil.copytree(REPOSITORY / "kernels", package / "kernels", ignore=sources)
 
 
-def on_config(config):
+def on_startup(command, dirty):
+    """Before any plugin reads its config: mkdocstrings keeps only search paths that exist then."""
     _copy_the_installed_layout()
+
+
+def on_config(config):
     guide = [{title: path} for title, path, _ in _guide()]
     api = sorted(p.relative_to(REPOSITORY / "docs").as_posix() for p in (REPOSITORY / "docs" / "api").glob("*.md"))
     api.remove("api/index.md")
