@@ -32,8 +32,12 @@ MARKERS = {"t": "o", "a": "s", "v": "^"}
 
 
 def points(results: Path, study: str, variant: str) -> list[tuple[str, dict, dict]]:
-    """(modality, k, update ratio) of one variant, as mean/std statistics over seeds."""
+    """(modality, k, update ratio) of one variant, as mean/std statistics over seeds; none when the
+    study has not been analysed (yet)."""
     path = results / study / "modulation.json"
+    if not path.is_file():
+        print(f"{path}: not there; {study}'s {variant} left out of the picture")
+        return []
     rows = json.loads(path.read_text())["rows"]
     if f"update_ratio_{variant}" not in rows[0]:
         raise SystemExit(f"error: {path} has no update ratio for {variant!r}; was the study traced and finished?")
