@@ -100,6 +100,18 @@ def test_edited_manifest_is_detected(built_cache):
         load_corpus("meld", directory)
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"format": NaN}', " " * (17 * 2**20) + "{}"])
+def test_a_bomb_of_a_manifest_is_one_named_error(built_cache, tmp_path, text):
+    """The manifest is read by the package's bounded JSON reader: a 100k-deep one raised RecursionError."""
+    import shutil
+
+    _, directory = built_cache
+    copy = shutil.copytree(directory, tmp_path / "cache")
+    (copy / MANIFEST).write_text(text)
+    with pytest.raises(CacheError, match=rf"^unreadable manifest: {re.escape(str(copy / MANIFEST))}: "):
+        load_corpus("meld", copy)
+
+
 def test_swapped_array_is_detected(built_cache):
     path, directory = built_cache
     labels = np.load(directory / "test" / "labels.npy")

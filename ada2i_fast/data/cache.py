@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpointing.json_files import read_json
 from ..datasets import SPLITS, dataset_spec
 from ..modalities import ORDER
 from .corpus import Corpus, Split
@@ -181,8 +182,8 @@ def _replaceable(directory: Path) -> bool:
     if directory.is_dir() and not any(directory.iterdir()):
         return True
     try:
-        return json.loads((directory / MANIFEST).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        return read_json(directory / MANIFEST).get("format") == FORMAT
+    except (ValueError, AttributeError):
         return False
 
 
@@ -191,9 +192,9 @@ def read_manifest(directory: str | PathLike) -> dict:
     directory = Path(directory)
     path = directory / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CacheError(f"{path}: unreadable manifest ({error}); {_rebuild_advice(directory, None)}") from None
+        manifest = read_json(path)
+    except ValueError as error:
+        raise CacheError(f"unreadable manifest: {error}; {_rebuild_advice(directory, None)}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CacheError(f"{path}: not an {FORMAT} manifest; {_rebuild_advice(directory, None)}")
     if manifest.get("checksum") != manifest_checksum(manifest):
