@@ -1,4 +1,5 @@
-"""Reading back the JSON a run or a model folder wrote: bounded in size and nesting depth,
+"""Reading back the files a run, a model folder or a corpus build names: only regular files
+(:func:`open_regular_file`, checked on the opened descriptor), and JSON bounded in size and nesting depth,
 strict (no ``NaN`` or ``Infinity``, which this package never writes), and every refusal a
 ``ValueError`` naming the file. What each file must hold is checked by its reader with
 :func:`expect_object` and :func:`expect_string_map`."""
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import stat
 from pathlib import Path
 
@@ -35,19 +37,34 @@ def read_json_lines(path, *, max_bytes: int = MAX_RECORDS_BYTES) -> list[tuple[i
 
 def read_text(path: Path, *, max_bytes: int) -> str:
     """The UTF-8 text of the regular file ``path``, refused above ``max_bytes`` before it is read whole."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise ValueError(f"{path}: not a regular file")
-        with open(path, "rb") as handle:
+    with open_regular_file(path, "file") as handle:
+        try:
             data = handle.read(max_bytes + 1)
-    except OSError as error:
-        raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from None
+        except OSError as error:
+            raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from None
     if len(data) > max_bytes:
         raise ValueError(f"{path}: larger than {max_bytes} bytes, far more than this package writes there; refusing it")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not UTF-8 text (byte {error.start}); the file is damaged") from None
+
+
+def open_regular_file(path: Path, what: str, error: type[ValueError] = ValueError):
+    """``path`` opened for binary reading, refused (``error``, naming ``what`` and the path) unless it is
+    a regular file: a device never ends (/dev/zero) and a FIFO blocks. Checked on the opened descriptor,
+    so nothing swaps the file in between."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
+    except FileNotFoundError:
+        raise error(f"missing {what} {path}") from None
+    except OSError as problem:
+        raise error(f"unreadable {what} {path} ({problem.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{what} {path} is not a regular file (a device, FIFO, socket or folder); name a file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def parse_json(text: str, where: str, *, max_depth: int = MAX_DEPTH):

@@ -46,7 +46,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -60,6 +59,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_open
+from ..checkpointing.json_files import open_regular_file
 from ..cli import user_errors_as_one_line
 from ..datasets import SPLITS, TEXT_DIM
 from .cache import CONVERSATIONS, check_replaceable, file_record, write_cache
@@ -234,25 +234,9 @@ def audio_paths(rows: SplitRows, layout: Layout, audio_column: str | None, clips
     return [clips / f"dia{d}_utt{u}.wav" for d, u in zip(ids["Dialogue_ID"], ids["Utterance_ID"])]
 
 
-def open_regular_file(path: Path, what: str = "audio file", error: type[ValueError] = AudioError):
-    """``path`` opened for binary reading, refused unless it is a regular file: a device never ends
-    (/dev/zero) and a FIFO blocks. Checked on the opened descriptor, so nothing swaps the file in between."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
-    except FileNotFoundError:
-        raise error(f"missing {what} {path}") from None
-    except OSError as problem:
-        raise error(f"unreadable {what} {path} ({problem.strerror})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise error(f"{what} {path} is not a regular file (a device, FIFO, socket or folder); name a file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
-
-
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """The file's samples (mono float32) and rate; wav and flac directly, others through ffmpeg."""
-    with open_regular_file(path) as handle:
+    with open_regular_file(path, "audio file", AudioError) as handle:
         if path.suffix.lower() not in DIRECT_SUFFIXES:
             return _read_with_ffmpeg(path)
         import soundfile
@@ -327,7 +311,7 @@ def extract_audio_features(utterances: list[Utterance], feature_set: str, cache_
 def cache_key(path: Path, feature_set: str) -> str:
     """The file's content and the feature set: a moved or renamed file keeps its key, an edited one does not."""
     digest = hashlib.sha256()
-    with open_regular_file(path) as f:
+    with open_regular_file(path, "audio file", AudioError) as f:
         try:
             while chunk := f.read(1 << 22):
                 digest.update(chunk)
@@ -528,7 +512,7 @@ def _in_file_order(vectors: dict[int, np.ndarray], count: int, dim: int) -> np.n
 
 def visual_vector(path: Path, dim: int | None) -> np.ndarray:
     try:
-        with open_regular_file(path, "visual features file", ValueError) as handle:
+        with open_regular_file(path, "visual features file") as handle:
             x = np.load(handle, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise ValueError(f"visual features {path}: cannot read ({error})") from None
